@@ -1,0 +1,179 @@
+"""Exactness of the latent core on a tiny random Qwen3 with the real Qwen3 tokenizer (fp32, CPU)."""
+
+import pytest
+import torch
+
+from models import ModelWrapper, join_memories, keep_last, ridge_realignment, select_rows
+
+TOL = 1e-4
+PROMPTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "What is 2 + 2?",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+]
+
+
+def chat(wrapper, role, question):
+    return wrapper.render_chat([{"role": "system", "content": f"You are the {role}."}, {"role": "user", "content": question}])
+
+
+def rollout_agents(wrapper, questions, steps, roles=("planner", "critic", "refiner")):
+    """Three agents' latent rollouts on one growing memory, then the judger's next-token logits."""
+    memory = None
+    for role in roles:
+        ids, mask = wrapper.encode([chat(wrapper, role, q) for q in questions])
+        memory, _ = wrapper.latent_rollout(ids, mask, steps, memory)
+    ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in questions])
+    logits, _ = wrapper.next_token_logits(ids, mask, memory)
+    return logits, memory
+
+
+@pytest.mark.parametrize("realign", [True, False])
+def test_batch_invariance_three_agents_and_judger(make_tiny_wrapper, realign):
+    wrapper = make_tiny_wrapper(latent_space_realign=realign)
+    batched, memory = rollout_agents(wrapper, PROMPTS, steps=4)
+    assert memory.row_lengths().tolist() != [memory.length] * len(PROMPTS), "prompts must differ in length"
+    assert torch.isfinite(batched).all()
+    for i, question in enumerate(PROMPTS):
+        alone, _ = rollout_agents(wrapper, [question], steps=4)
+        assert (batched[i] - alone[0]).abs().max().item() <= TOL
+
+
+def test_handoff_equals_plain_forward_over_concatenated_text(make_tiny_wrapper):
+    """Latent thoughts that are real token embeddings must reproduce one plain forward over the whole text."""
+    wrapper = make_tiny_wrapper(latent_space_realign=True)
+    tok, model = wrapper.tokenizer, wrapper.model
+    thoughts = [" first we add the numbers", " then we check the sum twice"]
+    questions = PROMPTS[:2]
+    embed = model.get_input_embeddings()
+
+    memory = None
+    for role, thought in zip(("planner", "critic"), thoughts):
+        thought_ids = torch.tensor(tok(thought, add_special_tokens=False)["input_ids"])
+        ids, mask = wrapper.encode([chat(wrapper, role, q) for q in questions])
+        feed = lambda h, step, t=thought_ids: embed(t[step].expand(h.shape[0]))
+        memory, _ = wrapper.latent_rollout(ids, mask, len(thought_ids), memory, thought_fn=feed)
+    ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in questions])
+    logits, final_memory = wrapper.next_token_logits(ids, mask, memory)
+
+    for row, question in enumerate(questions):
+        text = "".join(chat(wrapper, role, question) + thought for role, thought in zip(("planner", "critic"), thoughts))
+        text += chat(wrapper, "judger", question)
+        plain_ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        out = model(input_ids=plain_ids, use_cache=True)
+        assert (out.logits[0, -1] - logits[row]).abs().max().item() <= TOL
+        real = final_memory.mask[row].bool()
+        assert int(real.sum()) == plain_ids.shape[1]
+        for layer_ours, layer_plain in zip(final_memory.cache.layers, out.past_key_values.layers):
+            assert (layer_ours.keys[row][:, real] - layer_plain.keys[0]).abs().max().item() <= TOL
+            assert (layer_ours.values[row][:, real] - layer_plain.values[0]).abs().max().item() <= TOL
+
+
+def test_zero_latent_steps_keeps_the_prompt_memory(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    ids, mask = wrapper.encode([chat(wrapper, "planner", PROMPTS[1])])
+    memory, _ = wrapper.latent_rollout(ids, mask, 0)
+    assert memory.length == ids.shape[1] and int(memory.next_pos[0]) == ids.shape[1]
+
+
+def test_inputs_memory_is_not_mutated(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    ids, mask = wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS])
+    memory, _ = wrapper.latent_rollout(ids, mask, 2)
+    before = memory.cache.layers[0].keys.clone()
+    wrapper.latent_rollout(ids, mask, 3, memory)
+    assert memory.length == memory.cache.layers[0].keys.shape[2]
+    assert torch.equal(memory.cache.layers[0].keys, before)
+
+
+def test_realignment_solves_the_normal_equations(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper(latent_space_realign=True, tie=False)
+    w_out = wrapper.model.get_output_embeddings().weight.float()
+    w_in = wrapper.model.get_input_embeddings().weight.float()
+    matrix, _ = wrapper.realignment()
+    lam = wrapper.realign_lambda
+    lhs = (w_out.T @ w_out + lam * torch.eye(w_out.shape[1])) @ matrix
+    rhs = w_out.T @ w_in
+    assert ((lhs - rhs).norm() / rhs.norm()).item() <= 1e-4
+    assert wrapper.realignment()[0] is matrix, "computed once, then cached"
+
+
+def test_tied_embeddings_give_identity_and_norms_match(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper(latent_space_realign=True, tie=True)
+    matrix, target = wrapper.realignment()
+    assert (matrix - torch.eye(matrix.shape[0])).abs().max().item() <= 1e-3
+    expected = wrapper.model.get_input_embeddings().weight.float().norm(dim=-1).mean()
+    assert abs(target.item() - expected.item()) <= 1e-5 * expected.item()
+    aligned = wrapper.realign(torch.randn(5, matrix.shape[0]) * 7)
+    assert torch.allclose(aligned.norm(dim=-1), target.expand(5), rtol=1e-5)
+
+
+def test_ridge_in_chunks_equals_one_shot():
+    torch.manual_seed(0)
+    w_out, w_in = torch.randn(300, 16), torch.randn(300, 16)
+    chunks = [(w_out[i:i + 70], w_in[i:i + 70]) for i in range(0, 300, 70)]
+    one_shot = torch.linalg.solve(w_out.T @ w_out + 1e-5 * torch.eye(16), w_out.T @ w_in)
+    assert torch.allclose(ridge_realignment(chunks, 1e-5), one_shot, atol=1e-5)
+
+
+def test_realign_scale_multiplies_instead_of_norm_matching(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper(realign_scale=0.5)
+    h = torch.randn(3, wrapper.config.hidden_size)
+    assert torch.allclose(wrapper.realign(h), 0.5 * h)
+
+
+def test_keep_last_select_and_join(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    ids, mask = wrapper.encode([chat(wrapper, "math", q) for q in PROMPTS])
+    memory, _ = wrapper.latent_rollout(ids, mask, 3)
+    last = keep_last(memory, 3, wrapper.config)
+    assert last.length == 3 and last.mask.all() and torch.equal(last.next_pos, memory.next_pos)
+    assert torch.equal(last.cache.layers[1].values, memory.cache.layers[1].values[:, :, -3:])
+    assert keep_last(memory, 0, wrapper.config) is None
+
+    row = select_rows(memory, [2], wrapper.config)
+    assert torch.equal(row.cache.layers[0].keys[0], memory.cache.layers[0].keys[2])
+
+    other, _ = wrapper.latent_rollout(*wrapper.encode([chat(wrapper, "code", q) for q in PROMPTS]), 5)
+    joined = join_memories([memory, other], wrapper.config)
+    assert joined.length == memory.length + other.length
+    assert torch.equal(joined.row_lengths(), memory.row_lengths() + other.row_lengths())
+    assert torch.equal(joined.next_pos, torch.maximum(memory.next_pos, other.next_pos))
+    assert joined.nbytes() == memory.nbytes() + other.nbytes()
+
+
+def test_generate_is_batch_invariant_and_counts_tokens(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    memory, _ = wrapper.latent_rollout(*wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS]), 2)
+    ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in PROMPTS])
+    batched = wrapper.generate(ids, mask, memory, max_new_tokens=6)
+    assert all(0 < n <= 6 for n in batched.num_tokens)
+    for i, question in enumerate(PROMPTS):
+        alone_mem, _ = wrapper.latent_rollout(*wrapper.encode([chat(wrapper, "planner", question)]), 2)
+        alone = wrapper.generate(*wrapper.encode([chat(wrapper, "judger", question)]), alone_mem, max_new_tokens=6)
+        assert alone.token_ids[0] == batched.token_ids[i]
+
+
+def test_generation_stops_at_eos_and_counts_it(make_tiny_wrapper, monkeypatch):
+    """Row 0 emits EOS as its 3rd token, row 1 never does: counts are 3 and max_new_tokens, no padding counted."""
+    import models
+
+    wrapper = make_tiny_wrapper()
+    eos = wrapper.eos_token_ids[0]
+    script = iter([[11, 12], [13, 14], [eos, 15], [16, 17], [18, 19]])
+    monkeypatch.setattr(models, "sample_next", lambda logits, *a: torch.tensor(next(script)))
+    ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in PROMPTS[:2]])
+    gen = wrapper.generate(ids, mask, max_new_tokens=5)
+    assert gen.num_tokens == [3, 5]
+    assert gen.token_ids == [[11, 13, eos], [12, 14, 15, 17, 19]]
+
+
+def test_sampling_honours_seed_and_top_p(make_tiny_wrapper):
+    from models import make_generator, sample_next
+
+    logits = torch.tensor([[5.0, 4.9, -10.0, -10.0]])
+    draws = {int(sample_next(logits, 1.0, 0.5, make_generator(s))) for s in range(20)}
+    assert draws == {0}, "top_p 0.5 keeps only the most likely token here"
+    a = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
+    b = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
+    assert a == b

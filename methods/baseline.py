@@ -1,0 +1,19 @@
+"""Single agent: the question, the answer format, one decode."""
+
+from __future__ import annotations
+
+from .base import AgentTrace, ItemOutput, Method, timed
+
+
+class BaselineMethod(Method):
+    name = "baseline"
+
+    def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
+        prompts = self.render("single", items, answer_kind)
+        seconds: list[float] = []
+        with timed(len(items), seconds):
+            gen = self.generate(prompts)
+        return [
+            ItemOutput(text, [AgentTrace("Solver", "single", prompt, text, n, 0, seconds[0])])
+            for prompt, text, n in zip(prompts, gen.texts, gen.num_tokens)
+        ]

@@ -1,0 +1,114 @@
+"""The one batch loop every method runs through: batches, scoring, the per-item trace, predictions.jsonl."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from utils import score_predictions
+
+from .base import ItemOutput, Method
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Lines already written; a torn last line (a run killed mid-write) is dropped from the file."""
+    if not path.exists():
+        return []
+    records, good_bytes = [], 0
+    with path.open("rb") as f:
+        for raw in f:
+            try:
+                records.append(json.loads(raw))
+            except json.JSONDecodeError:
+                break
+            good_bytes += len(raw)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return records
+
+
+def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction, correct: bool) -> dict:
+    return {
+        "method": method,
+        "index": index,
+        "id": item.get("id", str(index)),
+        "question": item["question"],
+        "gold": item["gold"],
+        "prediction": prediction,
+        "correct": bool(correct),
+        "output_tokens": out.output_tokens,
+        "judger_output_tokens": out.judger_output_tokens,
+        "latent_steps": sum(a.latent_steps for a in out.agents),
+        "seconds": round(sum(a.seconds for a in out.agents), 4),
+        "final_text": out.final_text,
+        "agents": [vars(a) for a in out.agents],
+    }
+
+
+def print_trace(record: dict) -> None:
+    """The reference's per-problem console trace."""
+    lines = [f"\n==================== Problem #{record['index'] + 1} ({record['method']}) ====================",
+             "Question:", record["question"].strip()]
+    for a in record["agents"]:
+        lines.append(f"----- Agent: {a['name']} ({a['role']}) -----")
+        lines += ["[To Tokenize]", a["input"].rstrip()]
+        if a["latent_steps"]:
+            lines += ["[Latent Steps]", str(a["latent_steps"])]
+        lines += ["[Output]", a["output"].rstrip(), f"[Output tokens] {a['output_tokens']}"]
+    lines.append(f"Result: Pred={record['prediction']} | Gold={record['gold']} | OK={record['correct']}")
+    tqdm.write("\n".join(lines))
+
+
+def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
+               predictions_path: Path, batch_size: int, trace: bool = True) -> list[dict]:
+    """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
+    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records."""
+    todo = [i for i in range(len(items)) if i not in done]
+    new: list[dict] = []
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True)
+    correct_before = 0
+    with predictions_path.open("a", encoding="utf-8") as f:
+        for start in range(0, len(todo), batch_size):
+            indices = todo[start:start + batch_size]
+            batch = [items[i] for i in indices]
+            outputs = method.run_batch(batch, answer_kind)
+            scores = score_predictions(task, [o.final_text for o in outputs], batch)
+            for index, item, out, (pred, ok) in zip(indices, batch, outputs, scores):
+                record = item_record(method.name, index, item, out, pred, ok)
+                new.append(record)
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if trace:
+                    print_trace(record)
+            f.flush()
+            os.fsync(f.fileno())
+            correct_before += sum(ok for _, ok in scores)
+            bar.update(len(indices))
+            bar.set_postfix(acc=f"{correct_before / max(len(new), 1):.3f}")
+    bar.close()
+    return new
+
+
+def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
+    """Metrics of one method from its records (all of them, resumed ones included)."""
+    n = len(records)
+    correct = sum(r["correct"] for r in records)
+    tokens = sum(r["output_tokens"] for r in records)
+    seconds = sum(r["seconds"] for r in records)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n if n else 0.0,
+        "total_output_tokens": tokens,
+        "judger_output_tokens": sum(r["judger_output_tokens"] for r in records),
+        "avg_output_tokens": tokens / n if n else 0.0,
+        "seconds": round(seconds, 3),
+        "seconds_per_item": round(seconds / n, 4) if n else 0.0,
+        "wall_seconds_this_process": None if wall_seconds is None else round(wall_seconds, 3),
+    }
+
+

@@ -1,0 +1,233 @@
+"""LatentMAS research CLI: python run.py --method latent_mas --task gsm8k [...] (see README.md, "Flags")."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
+# Settings that change results: a --resume must match them exactly.
+RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
+               "seed", "think", "latent_space_realign", "realign_lambda", "latent_only", "sequential_info_only",
+               "chain_specialists", "text_mas_context_length", "system_prompt", "prompt_file_sha256", "dtype")
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Run baseline, text_mas and/or latent_mas on a benchmark.")
+    p.add_argument("--method", nargs="+", default=["latent_mas"], choices=["baseline", "text_mas", "latent_mas"],
+                   help="one or more methods, run on the same items with one loaded model")
+    p.add_argument("--model_name", default=None, help=f"HF id, local folder or .gguf file (default {DEFAULT_MODEL})")
+    p.add_argument("--max_samples", type=int, default=-1, help="first N items of the split; -1 for all")
+    p.add_argument("--task", default="gsm8k", help="benchmark name (see data.py TASKS)")
+    p.add_argument("--prompt", default="sequential", choices=["sequential", "hierarchical"], help="agent topology")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max_new_tokens", type=int, default=None, help="per decoding agent (default: the paper's budget for the task)")
+    p.add_argument("--latent_steps", type=int, default=0, help="latent thoughts per non-final agent (latent_mas)")
+    p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy decoding")
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--generate_bs", type=int, default=20, help="items per batch")
+    p.add_argument("--text_mas_context_length", type=int, default=-1, help="text_mas: max tokens of earlier outputs pasted in (-1: all)")
+    p.add_argument("--think", action="store_true", help="render chats with enable_thinking (Qwen3 templates)")
+    p.add_argument("--latent_space_realign", action="store_true", help="ridge realignment W_a (else identity; norm matching always)")
+    p.add_argument("--realign_lambda", type=float, default=1e-5, help="ridge lambda of the realignment")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--latent_only", action="store_true", help="ablation: memory keeps only the last agent's latent steps")
+    p.add_argument("--sequential_info_only", action="store_true", help="ablation: memory keeps only the last agent's positions")
+    p.add_argument("--chain_specialists", action="store_true",
+                   help="hierarchical: run specialists one after another on one growing memory (the reference's behaviour)")
+    p.add_argument("--system_prompt", default=None, help="replace the system line of every agent")
+    p.add_argument("--prompt_file", default=None, help="JSON object role -> prompt text (see prompts.py)")
+    p.add_argument("--data_dir", default=None, help="local data folder (layout of shared/data); default $LATENTMAS_DATA_DIR, else the Hub")
+    p.add_argument("--output_dir", default=None, help="where predictions.jsonl and summary.json go (default outputs/<run>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output_dir")
+    p.add_argument("--quiet", action="store_true", help="no per-problem trace on the console")
+    vllm = p.add_argument_group("vLLM (optional; pip install -r requirements-vllm.txt)")
+    vllm.add_argument("--use_vllm", action="store_true")
+    vllm.add_argument("--enable_prefix_caching", action="store_true")
+    vllm.add_argument("--use_second_HF_model", action="store_true", help="latent rollout on a second HF model on --device2")
+    vllm.add_argument("--device2", default="cuda:1")
+    vllm.add_argument("--tensor_parallel_size", type=int, default=1)
+    vllm.add_argument("--gpu_memory_utilization", type=float, default=0.9)
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Checks that need no model: fail in a second, not after a load."""
+    if args.latent_steps < 0:
+        raise UsageError(f"--latent_steps must be >= 0 (got {args.latent_steps})")
+    if args.max_samples == 0 or args.max_samples < -1:
+        raise UsageError(f"--max_samples must be a positive number or -1 for all (got {args.max_samples})")
+    if args.generate_bs < 1:
+        raise UsageError(f"--generate_bs must be >= 1 (got {args.generate_bs})")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.realign_lambda < 0:
+        raise UsageError("--realign_lambda must be >= 0")
+    if args.resume and not args.output_dir:
+        raise UsageError("--resume needs the --output_dir of the run to continue")
+    if len(set(args.method)) != len(args.method):
+        raise UsageError("--method lists a method twice")
+    if args.use_vllm:
+        import importlib.util
+        if importlib.util.find_spec("vllm") is None:
+            raise UsageError("--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)")
+        raise UsageError("--use_vllm is not available in this version yet; run without it (HF backend)")
+    if args.use_second_HF_model and not args.use_vllm:
+        raise UsageError("--use_second_HF_model only applies with --use_vllm")
+
+
+def run_settings(args: argparse.Namespace, task) -> dict:
+    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
+    settings["max_new_tokens"] = args.max_new_tokens or task.max_new_tokens
+    settings["prompt_file_sha256"] = (
+        hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
+    settings["answer_kind"] = task.answer_kind
+    return settings
+
+
+def check_resume(out_dir: Path, settings: dict) -> None:
+    summary = out_dir / "summary.json"
+    if not summary.exists():
+        raise UsageError(f"--resume: {summary} not found; is {out_dir} the output folder of an earlier run?")
+    try:
+        old = json.loads(summary.read_text())["settings"]
+    except (json.JSONDecodeError, KeyError):
+        raise UsageError(f"--resume: {summary} is not a summary written by run.py") from None
+    diff = [k for k in RESULT_KEYS if old.get(k) != settings.get(k)]
+    if diff:
+        k = diff[0]
+        raise UsageError(f"--resume: {out_dir} was made with other settings ({k}={old.get(k)!r}, now {settings.get(k)!r}); "
+                         "use the same flags or a new --output_dir")
+
+
+def default_output_dir(args: argparse.Namespace) -> Path:
+    model = Path(args.model_name).name.replace("/", "_")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("outputs") / f"{args.task}-{args.prompt}-{'+'.join(args.method)}-{model}-{stamp}"
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from data import get_task, load_task
+    from prompts import PromptBook
+
+    task = get_task(args.task)
+    prompts = PromptBook.load(args.prompt_file, args.system_prompt)
+    if args.model_name is None:
+        args.model_name = DEFAULT_MODEL
+        print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
+              f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
+    items = load_task(args.task, split=args.split, data_dir=args.data_dir,
+                      max_samples=None if args.max_samples == -1 else args.max_samples)
+    settings = run_settings(args, task)
+    out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
+    predictions_path = out_dir / "predictions.jsonl"
+    if args.resume:
+        check_resume(out_dir, settings)
+    elif predictions_path.exists() and predictions_path.stat().st_size:
+        raise UsageError(f"{predictions_path} already holds results; pass --resume to continue it or choose another --output_dir")
+
+    import torch
+
+    from methods import METHODS, MethodSettings
+    from methods.runner import read_predictions, run_method, summarize
+    from models import ModelWrapper, library_versions
+
+    torch.manual_seed(args.seed)
+    model = ModelWrapper.from_pretrained(
+        args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
+        realign_lambda=args.realign_lambda, think=args.think)
+    source = model.source
+    settings["model"] = {"name": args.model_name, "origin": getattr(source, "origin", None),
+                         "path": getattr(source, "path", None), "sha256": getattr(source, "sha256", None),
+                         "revision": getattr(model.config, "_commit_hash", None), "dtype": str(model.model.dtype),
+                         "device": str(model.device)}
+    settings["versions"] = library_versions()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"settings": settings, "status": "running", "methods": {}}
+    write_json(out_dir / "summary.json", summary)
+
+    method_settings = MethodSettings(
+        topology=args.prompt, max_new_tokens=settings["max_new_tokens"], temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, latent_steps=args.latent_steps, latent_only=args.latent_only,
+        sequential_info_only=args.sequential_info_only, chain_specialists=args.chain_specialists,
+        text_mas_context_length=args.text_mas_context_length)
+    previous = read_predictions(predictions_path)
+    try:
+        for name in args.method:
+            method = METHODS[name](model, method_settings, prompts)
+            old = [r for r in previous if r["method"] == name and r["index"] < len(items)]
+            start = time.perf_counter()
+            new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old},
+                             predictions_path, args.generate_bs, trace=not args.quiet)
+            metrics = summarize(old + new, time.perf_counter() - start)
+            summary["methods"][name] = metrics
+            write_json(out_dir / "summary.json", summary)
+            print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)
+    except KeyboardInterrupt:
+        summary["status"] = "interrupted"
+        write_json(out_dir / "summary.json", summary)
+        print(f"interrupted: finished items are in {predictions_path}; rerun with --resume --output_dir {out_dir}",
+              file=sys.stderr)
+        return 130
+    summary["status"] = "finished"
+    write_json(out_dir / "summary.json", summary)
+    from report import comparison_table
+
+    print(comparison_table(summary["methods"]))
+    print(f"results: {out_dir}", file=sys.stderr)
+    return 0
+
+
+def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
+    """The reference's closing stdout JSON line, plus token counts."""
+    return {"method": method, "model": args.model_name, "task": args.task, "prompt": args.prompt, "split": args.split,
+            "seed": args.seed, "max_samples": m["n"], "accuracy": m["accuracy"], "correct": m["correct"],
+            "total_time_sec": m["seconds"], "time_per_sample_sec": m["seconds_per_item"],
+            "total_output_tokens": m["total_output_tokens"], "judger_output_tokens": m["judger_output_tokens"],
+            "avg_output_tokens": m["avg_output_tokens"]}
+
+
+def cli() -> int:
+    from data import DataError
+    from models import ModelLoadError
+    from prompts import PromptError
+
+    try:
+        return main()
+    except (UsageError, DataError, ModelLoadError, PromptError) as exc:
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,237 @@
+"""Efficiency benchmark of the paper's claims, on one machine, in one process, on the same items.
+
+    python scripts/benchmark.py --data_dir ../shared/data --max_samples 10 --max_new_tokens 256 --latent_steps 10
+
+Sections (all written to <out>/benchmark.json and <out>/benchmark.md):
+  methods     baseline / text_mas / latent_mas, sequential and hierarchical: accuracy, output tokens, seconds,
+              and the ratios against text_mas (each run's predictions.jsonl is kept for report.py)
+  steps       one latent step against one decode step at the same context length; prefill tokens per second
+  batching    latent_mas items per second at several --generate_bs
+  memory      KV-cache bytes per item as the agents' memories accumulate, and peak process memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data import get_task, load_task  # noqa: E402
+from methods import METHODS, MethodSettings  # noqa: E402
+from methods.runner import run_method, summarize  # noqa: E402
+from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
+from prompts import PromptBook  # noqa: E402
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def bench_methods(model, items, task, args, out: Path) -> list[dict]:
+    rows = []
+    for topology in ("sequential", "hierarchical"):
+        settings = MethodSettings(topology=topology, max_new_tokens=args.max_new_tokens, temperature=0.0,
+                                  seed=args.seed, latent_steps=args.latent_steps)
+        for name in ("baseline", "text_mas", "latent_mas"):
+            if name == "baseline" and topology == "hierarchical":
+                continue  # the single agent has no topology: its sequential row serves both
+            path = out / f"{topology}-{name}" / "predictions.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+            method = METHODS[name](model, settings, PromptBook.load())
+            start = time.perf_counter()
+            records = run_method(method, args.task, task.answer_kind, items, set(), path, args.generate_bs, trace=False)
+            metrics = summarize(records, time.perf_counter() - start)
+            rows.append({"topology": topology, "method": name, **metrics})
+            print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        ref = next(r for r in rows if r["method"] == "text_mas" and r["topology"] == row["topology"])
+        row["tokens_vs_text_mas"] = row["total_output_tokens"] / ref["total_output_tokens"]
+        row["speedup_vs_text_mas"] = ref["wall_seconds_this_process"] / row["wall_seconds_this_process"]
+    return rows
+
+
+def time_calls(fn, reps: int) -> float:
+    """Median seconds of fn() over reps runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def bench_steps(model: ModelWrapper, contexts: list[int], reps: int) -> list[dict]:
+    """One latent step (decoder body + realignment) vs one decode step (full model + LM head + argmax)."""
+    rows = []
+    vocab = model.model.get_input_embeddings().weight.shape[0]
+    for length in contexts:
+        ids = torch.randint(0, min(vocab, 50000), (1, length), generator=torch.Generator().manual_seed(0)).to(model.device)
+        mask = torch.ones_like(ids)
+        prefill = time_calls(lambda: model.prefill(ids, mask), max(1, reps // 4))
+        memory = model.prefill(ids, mask)
+        one = torch.ones(1, 1, dtype=mask.dtype, device=mask.device)
+        hidden = torch.randn(1, model.config.hidden_size, device=model.device)
+        model.realignment()  # built once, outside the timed steps
+
+        def latent_step():
+            fresh = copy_memory(memory, model.config)
+            sync()
+            start = time.perf_counter()
+            h, _ = model._forward_hidden(one, fresh, inputs_embeds=model.realign(hidden).to(model.model.dtype)[:, None])
+            sync()
+            return time.perf_counter() - start
+
+        def decode_step():
+            fresh = copy_memory(memory, model.config)
+            sync()
+            start = time.perf_counter()
+            logits, _ = model._forward_logits(one, fresh, input_ids=ids[:, -1:])
+            logits.argmax(dim=-1)
+            sync()
+            return time.perf_counter() - start
+
+        latent_step(), decode_step()  # warm-up
+        latent = statistics.median(latent_step() for _ in range(reps))
+        decode = statistics.median(decode_step() for _ in range(reps))
+        rows.append({"context": length, "latent_step_ms": 1000 * latent, "decode_step_ms": 1000 * decode,
+                     "latent_over_decode": latent / decode, "prefill_tokens_per_s": length / prefill})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_batching(model, items, task, args) -> list[dict]:
+    settings = MethodSettings(max_new_tokens=args.batching_max_new_tokens, temperature=0.0, seed=args.seed,
+                              latent_steps=args.latent_steps)
+    method = METHODS["latent_mas"](model, settings, PromptBook.load())
+    items = items[: max(args.batch_sizes)]
+    rows = []
+    for bs in args.batch_sizes:
+        sync()
+        start = time.perf_counter()
+        for i in range(0, len(items), bs):
+            method.run_batch(items[i:i + bs], task.answer_kind)
+        sync()
+        seconds = time.perf_counter() - start
+        rows.append({"generate_bs": bs, "items": len(items), "seconds": seconds, "items_per_s": len(items) / seconds})
+        print(json.dumps(rows[-1]), flush=True)
+    for row in rows:
+        row["vs_bs1"] = row["items_per_s"] / rows[0]["items_per_s"]
+    return rows
+
+
+@torch.no_grad()
+def bench_memory(model, items, task, args) -> list[dict]:
+    """KV bytes per item after each agent, sequential chain and parallel hierarchy."""
+    rows = []
+    batch = items[: args.generate_bs]
+    for topology in ("sequential", "hierarchical"):
+        settings = MethodSettings(topology=topology, latent_steps=args.latent_steps)
+        method = METHODS["latent_mas"](model, settings, PromptBook.load())
+        traces = [[] for _ in batch]
+        if topology == "sequential":
+            memory = None
+            for role in method.workers:
+                memory = method.think(role, batch, task.answer_kind, memory, traces)
+                rows.append({"topology": topology, "after": role, "positions": memory.length,
+                             "kv_bytes_per_item": memory.nbytes() / len(batch)})
+        else:
+            memory = method.parallel_specialists(batch, task.answer_kind, traces)
+            rows.append({"topology": topology, "after": "+".join(method.workers), "positions": memory.length,
+                         "kv_bytes_per_item": memory.nbytes() / len(batch)})
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    rows.append({"topology": "-", "after": "whole benchmark", "peak_process_bytes": peak})
+    return rows
+
+
+def markdown(result: dict) -> str:
+    out = [f"# Benchmark: {result['settings']['model_name']} on {result['settings']['device']}", "",
+           "Settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()), ""]
+    if result.get("methods"):
+        out += ["## Methods (same items, greedy)", "",
+                "| Topology | Method | Accuracy | Output tokens | Wall s | Tokens vs TextMAS | Speed-up vs TextMAS |",
+                "|---|---|---|---|---|---|---|"]
+        for r in result["methods"]:
+            out.append(f"| {r['topology']} | {r['method']} | {r['correct']}/{r['n']} | {r['total_output_tokens']} | "
+                       f"{r['wall_seconds_this_process']:.1f} | {r['tokens_vs_text_mas']:.3f} "
+                       f"({100 * (1 - r['tokens_vs_text_mas']):.1f}% fewer) | {r['speedup_vs_text_mas']:.2f}x |")
+        out.append("")
+    if result.get("steps"):
+        out += ["## One latent step vs one decode step", "",
+                "| Context | Latent step ms | Decode step ms | Latent / decode | Prefill tok/s |", "|---|---|---|---|---|"]
+        out += [f"| {r['context']} | {r['latent_step_ms']:.1f} | {r['decode_step_ms']:.1f} | {r['latent_over_decode']:.2f} | "
+                f"{r['prefill_tokens_per_s']:.0f} |" for r in result["steps"]]
+        out.append("")
+    if result.get("batching"):
+        out += ["## latent_mas throughput by batch size", "", "| generate_bs | Items | Seconds | Items/s | vs bs 1 |",
+                "|---|---|---|---|---|"]
+        out += [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | {r['vs_bs1']:.2f}x |"
+                for r in result["batching"]]
+        out.append("")
+    if result.get("memory"):
+        out += ["## KV memory", "", "| Topology | After | Positions | KV MB / item |", "|---|---|---|---|"]
+        out += [f"| {r['topology']} | {r['after']} | {r['positions']} | {r['kv_bytes_per_item'] / 2**20:.2f} |"
+                for r in result["memory"] if "kv_bytes_per_item" in r]
+        peak = [r for r in result["memory"] if "peak_process_bytes" in r]
+        if peak:
+            out.append(f"\nPeak process memory: {peak[0]['peak_process_bytes'] / 2**30:.2f} GiB")
+    return "\n".join(out) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    p.add_argument("--task", default="gsm8k")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--max_samples", type=int, default=10)
+    p.add_argument("--max_new_tokens", type=int, default=256)
+    p.add_argument("--latent_steps", type=int, default=10)
+    p.add_argument("--generate_bs", type=int, default=10)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--contexts", type=int, nargs="+", default=[200, 800])
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--batching_max_new_tokens", type=int, default=32)
+    p.add_argument("--sections", nargs="+", default=["steps", "batching", "memory", "methods"],
+                   choices=["steps", "batching", "memory", "methods"])
+    p.add_argument("--out", default="benchmarks/latest")
+    args = p.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    task = get_task(args.task)
+    items = load_task(args.task, data_dir=args.data_dir, max_samples=max(args.max_samples, max(args.batch_sizes)))
+    model = ModelWrapper.from_pretrained(args.model_name, device=args.device)
+    result = {"settings": {**vars(args), "device": str(model.device), "dtype": str(model.model.dtype),
+                           "threads": torch.get_num_threads(), **library_versions()}}
+    if "steps" in args.sections:
+        result["steps"] = bench_steps(model, args.contexts, args.reps)
+    if "batching" in args.sections:
+        result["batching"] = bench_batching(model, items, task, args)
+    if "memory" in args.sections:
+        result["memory"] = bench_memory(model, items, task, args)
+    if "methods" in args.sections:
+        result["methods"] = bench_methods(model, items[: args.max_samples], task, args, out)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=2))
+    (out / "benchmark.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,8 +1,52 @@
-"""Tables of results: the comparison printed at the end of a run (more report tooling lands here)."""
+"""Tables of results: the comparison printed at the end of a run, and a report over many runs set beside the paper.
+
+    python report.py RUN_DIR [RUN_DIR ...] --out REPORT_DIR
+
+reads each RUN_DIR/summary.json (written by run.py), merges runs of the same (task, topology, model) and writes
+REPORT_DIR/report.md, report.csv and report.png in the layout of the paper's tables: Accuracy / Tokens / Time for
+Single, TextMAS and LatentMAS, the Improve columns (LatentMAS against TextMAS), and the published figures where
+the paper has a row for that task, model and topology. Exit code 2, with one line on stderr, for bad input.
+"""
 
 from __future__ import annotations
 
+import argparse
+import csv
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
+
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}
+# A summary must give these per method; seconds_per_item is derived when an older summary lacks it.
+REQUIRED_METRICS = ("n", "accuracy", "avg_output_tokens", "seconds")
+# Settings that should agree between the runs merged into one row, else the columns are not comparable.
+COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "think", "dtype", "system_prompt",
+                   "prompt_file_sha256")
+
+
+class ReportError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------- ratios shared by both tables
+
+
+def token_reduction(text_tokens: float | None, latent_tokens: float | None) -> float | None:
+    """Percent fewer output tokens than TextMAS (negative: more); None when undefined."""
+    if text_tokens is None or latent_tokens is None or not text_tokens:
+        return None
+    return 100 * (1 - latent_tokens / text_tokens)
+
+
+def speedup(text_seconds: float | None, latent_seconds: float | None) -> float | None:
+    """How many times faster than TextMAS; None when undefined (a zero time cannot be divided by)."""
+    if text_seconds is None or latent_seconds is None or not latent_seconds:
+        return None
+    return text_seconds / latent_seconds
 
 
 def comparison_table(methods: dict[str, dict]) -> str:
@@ -13,10 +57,389 @@ def comparison_table(methods: dict[str, dict]) -> str:
     for name, m in methods.items():
         fewer = speed = "-"
         if ref and name != "text_mas":
-            if ref["avg_output_tokens"]:
-                fewer = f"{100 * (1 - m['avg_output_tokens'] / ref['avg_output_tokens']):+.1f}% fewer".replace("+", "")
-            if m["seconds"]:
-                speed = f"{ref['seconds'] / m['seconds']:.2f}x"
-        rows.append(f"| {LABELS.get(name, name)} | {100 * m['accuracy']:.1f} ({m['correct']}/{m['n']}) | "
+            cut = token_reduction(ref["avg_output_tokens"], m["avg_output_tokens"])
+            if cut is not None:
+                # "-20% fewer" read badly: say "more" when latent used more tokens.
+                fewer = f"{cut:.1f}% fewer" if cut >= 0 else f"{-cut:.1f}% more"
+            # Per item, not per run: both methods of one run have the same n, and per item stays right if not.
+            ratio = speedup(per_item_seconds(ref), per_item_seconds(m))
+            if ratio is not None:
+                speed = f"{ratio:.2f}x"
+        rows.append(f"| {LABELS.get(name, name)} | {100 * m['accuracy']:.1f} ({m.get('correct', '?')}/{m['n']}) | "
                     f"{m['avg_output_tokens']:.1f} | {m['seconds']:.1f} | {fewer} | {speed} |")
     return "\n".join(rows)
+
+
+def per_item_seconds(metrics: dict) -> float | None:
+    if metrics.get("seconds_per_item") is not None:
+        return float(metrics["seconds_per_item"])
+    return metrics["seconds"] / metrics["n"] if metrics.get("n") else None
+
+
+# ---------------------------------------------------------------- reading runs
+
+
+@dataclass
+class Run:
+    """One run directory's summary.json."""
+    path: Path
+    settings: dict
+    status: str
+    methods: dict[str, dict]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.settings["task"], self.settings["prompt"], self.settings["model_name"]
+
+    @property
+    def latent_steps(self) -> int | None:
+        return self.settings.get("latent_steps")
+
+
+def load_run(run_dir: Path) -> Run:
+    """Read and check a summary; every problem becomes a one-line ReportError naming the file."""
+    path = run_dir if run_dir.name == "summary.json" else run_dir / "summary.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: not found (is {run_dir} a run directory written by run.py?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: not valid JSON ({' '.join(str(exc).split())})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) \
+            or not isinstance(data.get("methods"), dict):
+        raise ReportError(f"{path}: expected an object with 'settings' and 'methods' objects")
+    settings = data["settings"]
+    for key in ("task", "prompt", "model_name"):
+        if not isinstance(settings.get(key), str) or not settings[key]:
+            raise ReportError(f"{path}: settings.{key} is missing or not a string")
+    for name, metrics in data["methods"].items():
+        check_metrics(path, name, metrics)
+    return Run(path.parent, settings, str(data.get("status", "unknown")), data["methods"])
+
+
+def check_metrics(path: Path, name: str, metrics: object) -> None:
+    if name not in METHODS:
+        raise ReportError(f"{path}: unknown method {name!r} (expected one of {', '.join(METHODS)})")
+    if not isinstance(metrics, dict):
+        raise ReportError(f"{path}: methods.{name} is not an object")
+    for key in REQUIRED_METRICS:
+        value = metrics.get(key)
+        # bool is an int subclass: reject it explicitly, it is never a metric.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ReportError(f"{path}: methods.{name}.{key} must be a non-negative number (got {value!r})")
+    if metrics["accuracy"] > 1:
+        raise ReportError(f"{path}: methods.{name}.accuracy must be a fraction in [0, 1] (got {metrics['accuracy']!r})")
+
+
+# ---------------------------------------------------------------- merging runs into rows
+
+
+@dataclass
+class Entry:
+    """One method's metrics, and the run they come from."""
+    run: Run
+    metrics: dict
+
+
+@dataclass
+class Row:
+    task: str
+    topology: str
+    model_name: str
+    latent_steps: int | None  # of the latent_mas entry; None without one
+    entries: dict[str, Entry]
+    paper: PaperRow | None
+    notes: list[str] = field(default_factory=list)
+
+
+def pick(entries: list[Entry], what: str, notes: list[str]) -> Entry:
+    """Several runs gave the same method: keep the largest sample (the last one given on a tie) and say so."""
+    best = max(reversed(entries), key=lambda e: e.metrics["n"])  # max keeps the first maximum: the last run
+    for e in entries:
+        if e is not best:
+            notes.append(f"{what}: {e.run.path} (n={e.metrics['n']}) ignored for {best.run.path} "
+                         f"(n={best.metrics['n']})")
+    return best
+
+
+def build_rows(runs: list[Run]) -> list[Row]:
+    """One row per (task, topology, model), split further by latent_steps when several were run (an m sweep)."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault(run.key, []).append(run)
+    rows = []
+    # Sorted by task, then model, then topology: a model's two topologies sit together, as in the paper.
+    for (task, topology, model), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        by_method: dict[str, list[Entry]] = {m: [] for m in METHODS}
+        for run in group:
+            for name, metrics in run.methods.items():
+                if metrics["n"] > 0:  # a method that scored no item yet has nothing to show
+                    by_method[name].append(Entry(run, metrics))
+        rows += group_rows(task, topology, model, by_method)
+    borrow_baselines(rows)
+    for row in rows:
+        row.notes += setting_notes(row)
+    return rows
+
+
+def group_rows(task: str, topology: str, model: str, by_method: dict[str, list[Entry]]) -> list[Row]:
+    notes: list[str] = []
+    shared = {m: pick(by_method[m], LABELS[m], notes) for m in ("baseline", "text_mas") if by_method[m]}
+    sweep: dict[int | None, list[Entry]] = {}
+    for e in by_method["latent_mas"]:
+        sweep.setdefault(e.run.latent_steps, []).append(e)
+    paper = lookup(task, model, topology)
+    if not sweep:
+        return [Row(task, topology, model, None, dict(shared), paper, notes)]
+    rows = []
+    for steps, entries in sorted(sweep.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        row_notes = list(notes)
+        latent = pick(entries, f"LatentMAS m={steps}", row_notes)
+        rows.append(Row(task, topology, model, steps, {**shared, "latent_mas": latent}, paper, row_notes))
+    return rows
+
+
+def borrow_baselines(rows: list[Row]) -> None:
+    """The single agent ignores the topology (the paper prints the same Single figures in both tables), so a row
+    without its own baseline takes the one of the same task and model from the other topology."""
+    for row in rows:
+        if "baseline" in row.entries:
+            continue
+        donor = next((r.entries["baseline"] for r in rows if "baseline" in r.entries and r.task == row.task
+                      and r.model_name == row.model_name and r.topology != row.topology), None)
+        if donor is not None:
+            row.entries = {"baseline": donor, **row.entries}
+            row.notes.append(f"Single taken from the {donor.run.settings['prompt']} run {donor.run.path} "
+                             "(the single agent has no topology)")
+
+
+def setting_notes(row: Row) -> list[str]:
+    """Warn where merged runs differ in a setting that changes results, or did not finish."""
+    notes = []
+    runs = {id(e.run): e.run for e in row.entries.values()}.values()
+    for key in COMPARABLE_KEYS:
+        values = {json.dumps(r.settings.get(key)) for r in runs}
+        if len(values) > 1:
+            notes.append(f"runs differ in {key}: {', '.join(sorted(values))}")
+    for r in runs:
+        if r.status != "finished":
+            notes.append(f"{r.path} has status {r.status!r}: only the methods it completed are included")
+    return notes
+
+
+# ---------------------------------------------------------------- one record per row (CSV) and its markdown
+
+
+def row_record(row: Row) -> dict[str, object]:
+    """The row's numbers, ours and the paper's side by side; None where a figure does not exist."""
+    rec: dict[str, object] = {"task": row.task, "model_name": row.model_name,
+                              "paper_model": MODEL_SIZES.get(row.model_name), "topology": row.topology,
+                              "latent_steps": row.latent_steps}
+    for m in METHODS:
+        e = row.entries.get(m)
+        rec[f"{m}_n"] = e.metrics["n"] if e else None
+        rec[f"{m}_accuracy"] = 100 * e.metrics["accuracy"] if e else None
+        rec[f"{m}_tokens"] = e.metrics["avg_output_tokens"] if e else None
+        rec[f"{m}_seconds_per_item"] = per_item_seconds(e.metrics) if e else None
+    for m in METHODS:
+        p = row.paper.figures(m) if row.paper else None
+        rec[f"paper_{m}_accuracy"] = p.accuracy if p else None
+        rec[f"paper_{m}_tokens"] = p.tokens if p else None
+        rec[f"paper_{m}_seconds_per_item"] = p.seconds_per_item if p else None
+    for prefix in ("", "paper_"):
+        rec.update(improvements(rec, prefix))
+    rec["runs"] = "; ".join(sorted({str(e.run.path) for e in row.entries.values()}))
+    rec["notes"] = "; ".join(row.notes)
+    return rec
+
+
+def improvements(rec: dict, prefix: str) -> dict[str, float | None]:
+    """The Improve columns: LatentMAS against TextMAS (accuracy in points, % fewer tokens, speed-up)."""
+    text_acc, latent_acc = rec[f"{prefix}text_mas_accuracy"], rec[f"{prefix}latent_mas_accuracy"]
+    return {
+        f"{prefix}improve_accuracy_pts": None if text_acc is None or latent_acc is None else latent_acc - text_acc,
+        f"{prefix}improve_token_reduction_pct": token_reduction(rec[f"{prefix}text_mas_tokens"],
+                                                                rec[f"{prefix}latent_mas_tokens"]),
+        f"{prefix}improve_speedup": speedup(rec[f"{prefix}text_mas_seconds_per_item"],
+                                            rec[f"{prefix}latent_mas_seconds_per_item"]),
+    }
+
+
+def fmt(value: object, kind: str) -> str:
+    if value is None:
+        return "-"
+    v = float(value)  # type: ignore[arg-type]
+    if kind == "acc":
+        return f"{v:.1f}"
+    if kind == "pts":
+        return f"{v:+.1f}"
+    if kind == "tokens":
+        return f"{v:.0f}"
+    if kind == "pct":
+        return f"{v:.1f}%"
+    if kind == "x":
+        return f"{v:.2f}x"
+    # seconds per item span 0.01 s (tiny models) to minutes (AIME): keep about 3 significant digits.
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def cell(rec: dict, key: str, kind: str) -> str:
+    """'ours (paper)' where the paper has the figure, else 'ours'."""
+    ours, paper = fmt(rec[key], kind), rec.get(f"paper_{key}")
+    return ours if paper is None else f"{ours} ({fmt(paper, kind)})"
+
+
+def n_cell(rec: dict) -> str:
+    """One n when every method saw the same items, else n per method (Single/TextMAS/LatentMAS)."""
+    ns = [rec[f"{m}_n"] for m in METHODS]
+    present = {n for n in ns if n is not None}
+    return str(present.pop()) if len(present) == 1 else "/".join("-" if n is None else str(n) for n in ns)
+
+
+COLUMNS = [(f"{LABELS[m]} {what}", f"{m}_{key}", kind) for m in METHODS
+           for what, key, kind in (("Acc (%)", "accuracy", "acc"), ("Tokens", "tokens", "tokens"),
+                                   ("s/item", "seconds_per_item", "sec"))]
+COLUMNS += [("Improve Acc (pts)", "improve_accuracy_pts", "pts"),
+            ("Improve Tokens (% fewer)", "improve_token_reduction_pct", "pct"),
+            ("Improve Speed-up", "improve_speedup", "x")]
+
+
+def markdown(rows: list[Row], records: list[dict]) -> str:
+    head = ["Task", "Model", "Topology", "n", "m"] + [c[0] for c in COLUMNS]
+    lines = ["# LatentMAS results", "", INTRO, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rec in records:
+        fixed = [rec["task"], rec["model_name"], rec["topology"], n_cell(rec),
+                 "-" if rec["latent_steps"] is None else str(rec["latent_steps"])]
+        lines.append("| " + " | ".join(fixed + [cell(rec, key, kind) for _, key, kind in COLUMNS]) + " |")
+    lines += sample_size_notes(records)
+    notes = [f"- {rec_label(rec)}: {note}" for row, rec in zip(rows, records) for note in row.notes]
+    if notes:
+        lines += ["", "## Notes", ""] + notes
+    return "\n".join(lines) + "\n"
+
+
+INTRO = ("Cells read `ours (paper)`; the paper's figures (arXiv 2511.20639, mean of 3 runs on the full split) appear "
+         "only where it has a row for that task, model and topology. Tokens: average output tokens per item (for "
+         "LatentMAS the judger's, the only agent that emits text). s/item: seconds per item; the paper's per-run "
+         "times are divided by the split size, and were measured on other hardware (TextMAS on vLLM), so compare "
+         "the speed-up rather than absolute times. Improve: LatentMAS against TextMAS. n: items (per method "
+         "Single/TextMAS/LatentMAS when they differ); m: latent steps of the LatentMAS run.")
+
+
+def sample_size_notes(records: list[dict]) -> list[str]:
+    """Small samples are noisy: give the worst-case 95% half-width of an accuracy for each n in the table."""
+    ns = sorted({rec[f"{m}_n"] for rec in records for m in METHODS if rec[f"{m}_n"]})
+    if not ns:
+        return []
+    widths = ", ".join(f"n={n}: ±{196 * math.sqrt(0.25 / n):.1f} pts" for n in ns)
+    return ["", f"Accuracy over n items is uncertain by up to about {widths} (95%, binomial)."]
+
+
+def write_csv(path: Path, records: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["task"])
+        writer.writeheader()
+        for rec in records:
+            writer.writerow({k: "" if v is None else round(v, 4) if isinstance(v, float) else v
+                             for k, v in rec.items()})
+
+
+# ---------------------------------------------------------------- the figure
+
+STYLE = {"baseline": ("tab:gray", "o"), "text_mas": ("tab:blue", "s"), "latent_mas": ("tab:red", "^")}
+
+
+def write_png(path: Path, records: list[dict]) -> None:
+    """Left: accuracy against output tokens per item; right: seconds per item. Filled markers are ours, hollow
+    ones the paper's; points carry the row number, whose full label is on the right panel's axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; must precede pyplot
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    for i, rec in enumerate(records, 1):
+        for m, (color, marker) in STYLE.items():
+            plot_point(left, rec, m, i, "tokens", "accuracy", color, marker)
+            plot_point(right, rec, m, i, None, "seconds_per_item", color, marker)
+    left.set(xlabel="output tokens per item", ylabel="accuracy (%)", title="Accuracy against output tokens")
+    right.set(ylabel="seconds per item", title="Time per item")
+    right.set_xticks(range(1, len(records) + 1),
+                     [f"{i}: {rec_label(r)}" for i, r in enumerate(records, 1)], rotation=25, ha="right", fontsize=8)
+    right.set_xlim(0.5, len(records) + 0.5)
+    for ax, axis in ((left, "x"), (right, "y")):
+        log_if_wide(ax, axis)
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, marker=mk, ls="", label=LABELS[m]) for m, (c, mk) in STYLE.items()]
+    handles.append(Line2D([], [], color="black", marker="o", ls="", mfc="none", label="paper"))
+    left.legend(handles=handles, loc="best", fontsize=8)
+    if not records:
+        left.text(0.5, 0.5, "no results", ha="center", transform=left.transAxes)
+    # Fixed margins, not tight_layout: it draws the figure once more just to measure it (about a second).
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.3, wspace=0.2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def rec_label(rec: dict) -> str:
+    m = "" if rec["latent_steps"] is None else f" m={rec['latent_steps']}"
+    topology = {"sequential": "seq", "hierarchical": "hier"}.get(rec["topology"], rec["topology"])
+    return f"{rec['task']} {topology} {rec['model_name'].split('/')[-1]}{m}"
+
+
+def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> None:
+    """Ours filled, the paper's hollow; on the time panel (xkey None) methods sit side by side around x = i."""
+    offset = {"baseline": -0.2, "text_mas": 0.0, "latent_mas": 0.2}[method]
+    for prefix, filled in (("", True), ("paper_", False)):
+        y = rec.get(f"{prefix}{method}_{ykey}")
+        x = i + offset if xkey is None else rec.get(f"{prefix}{method}_{xkey}")
+        if x is None or y is None:
+            continue
+        ax.plot([x], [y], marker=marker, color=color, ls="", ms=8, mfc=color if filled else "none")
+        if filled and xkey is not None:
+            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
+
+
+def log_if_wide(ax, axis: str) -> None:
+    """Tokens and times span orders of magnitude across tasks (GSM8K vs AIME): log scale when they do."""
+    values = [v for line in ax.get_lines() for v in (line.get_xdata() if axis == "x" else line.get_ydata())]
+    positive = [float(v) for v in values if float(v) > 0]
+    if positive and max(positive) / min(positive) > 20:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+
+
+# ---------------------------------------------------------------- CLI
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ReportError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = OneLineParser(description="Merge run directories into report.md, report.csv and report.png.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="output folders of run.py")
+    p.add_argument("--out", required=True, type=Path, help="folder for report.md, report.csv and report.png")
+    args = p.parse_args(argv)
+    runs = [load_run(d) for d in args.run_dirs]  # all checked before anything is written
+    rows = build_rows(runs)
+    records = [row_record(r) for r in rows]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(markdown(rows, records), encoding="utf-8")
+    write_csv(args.out / "report.csv", records)
+    write_png(args.out / "report.png", records)
+    print(f"{len(records)} rows from {len(runs)} runs: {args.out / 'report.md'}, report.csv, report.png")
+    return 0
+
+
+def cli() -> int:
+    try:
+        return main()
+    except (ReportError, OSError) as exc:  # OSError: an --out that cannot be written is bad input too
+        print(f"report.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -58,6 +58,11 @@ class Memory:
         """Bytes held by the keys and values (padding included, as it is allocated)."""
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in _layer_tensors(self.cache))
 
+    def usage(self) -> dict:
+        """KV accounting: allocated bytes, rows, allocated length and real positions per row."""
+        return {"bytes": self.nbytes(), "rows": self.batch_size, "length": self.length,
+                "row_positions": self.row_lengths().tolist()}
+
 
 @dataclass
 class Generation:
@@ -66,6 +71,7 @@ class Generation:
     texts: list[str]
     token_ids: list[list[int]]
     num_tokens: list[int]
+    kv: dict | None = None  # Memory.usage() of the cache at the end of decoding (its largest state)
 
 
 # ----------------------------------------------------------------------------------------------- cache operations
@@ -180,6 +186,7 @@ class ModelWrapper:
         self.eos_token_ids = self._eos_ids()
         self._realign_matrix: torch.Tensor | None = None
         self._target_norm: torch.Tensor | None = None
+        self._embed_norms: torch.Tensor | None = None  # decode_thoughts: input-embedding row norms, computed once
 
     # -------------------------------------------------------------------------------------------- loading
 
@@ -212,6 +219,37 @@ class ModelWrapper:
             extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
             tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
             model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, device_map=device_map, **extra)
+        except ModelStoreError as exc:
+            raise ModelLoadError(str(exc)) from None
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"cannot load model '{name_or_path}': {first}") from None
+        return cls(model, tokenizer, name=name_or_path, source=source, **kwargs)
+
+    @classmethod
+    def without_weights(cls, name_or_path: str, *, dtype: str | torch.dtype | None = None,
+                        **kwargs) -> "ModelWrapper":
+        """Tokenizer, chat template, config and generation config, with the model's layers on the meta device (no
+        weights read, no memory taken): enough for prompts, token counts and KV estimates when another engine
+        (vLLM, see vllm_backend.py) does the decoding. Any forward pass on it fails."""
+        from transformers import AutoConfig, GenerationConfig
+
+        from model_store import ModelStoreError, resolve_model
+
+        if isinstance(dtype, str):
+            dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                     "float16": torch.float16}.get(dtype)
+        try:
+            source = resolve_model(name_or_path)
+            extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+            tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
+            config = AutoConfig.from_pretrained(source.path, **extra)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.bfloat16)
+            try:
+                model.generation_config = GenerationConfig.from_pretrained(source.path, **extra)
+            except OSError:
+                pass  # no generation_config.json: the one derived from config.json stays
         except ModelStoreError as exc:
             raise ModelLoadError(str(exc)) from None
         except (OSError, ValueError) as exc:
@@ -304,6 +342,14 @@ class ModelWrapper:
         return memory
 
     @torch.no_grad()
+    def prefill_embeds(self, inputs_embeds: torch.Tensor, mask: torch.Tensor, memory: Memory | None = None) -> Memory:
+        """Append a left-padded segment of input embeddings [B, T, d] (for instance latent thoughts bridged from
+        another model, see bridge.py) to a memory (or start one); padded positions (mask 0) are never attended."""
+        embeds = inputs_embeds.to(device=self.device, dtype=self.model.dtype)
+        _, memory = self._forward_hidden(mask.to(self.device), self._own(memory), inputs_embeds=embeds)
+        return memory
+
+    @torch.no_grad()
     def next_token_logits(self, input_ids: torch.Tensor, mask: torch.Tensor, memory: Memory | None = None):
         """Logits [B, V] of the token after a segment appended to memory, and the extended memory."""
         return self._forward_logits(mask, self._own(memory), input_ids=input_ids)
@@ -375,6 +421,64 @@ class ModelWrapper:
             return aligned * self.realign_scale
         return aligned * (target / aligned.norm(dim=-1, keepdim=True).clamp_min(1e-6))
 
+    # ------------------------------------------------------------------------------------ reading latent thoughts
+
+    def _scale_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logit transforms some heads apply after the linear layer (Cohere, Granite, Gemma 2 soft-capping)."""
+        c = self.config
+        if isinstance(getattr(c, "logit_scale", None), (int, float)):
+            logits = logits * c.logit_scale
+        if isinstance(getattr(c, "logits_scaling", None), (int, float)) and c.logits_scaling:
+            logits = logits / c.logits_scaling
+        if getattr(c, "final_logit_softcapping", None):
+            logits = torch.tanh(logits / c.final_logit_softcapping) * c.final_logit_softcapping
+        return logits
+
+    @torch.no_grad()
+    def decode_thoughts(self, hidden_states: Sequence[torch.Tensor], k: int) -> list[list[dict]]:
+        """Read latent thoughts as tokens (an audit trail, not something the agents see).
+
+        hidden_states: the per-step hidden states [B, d] that produced the thoughts (latent_rollout(keep_hidden=True)).
+        For every step: the k most likely next tokens through the LM head (with their probabilities) and the k
+        input-embedding rows nearest, by cosine, to the realigned vector realign(h) that was fed (with the cosine).
+        Only ids the tokenizer knows are ranked (padded vocabulary rows are skipped). Returns, per row, one dict
+        per step: {"lm_head": [str], "lm_head_prob": [float], "nearest_input": [str], "nearest_input_cos": [float]}.
+        """
+        rows = hidden_states[0].shape[0] if len(hidden_states) else 0
+        out: list[list[dict]] = [[] for _ in range(rows)]
+        if k <= 0:
+            return out
+        head = self.model.get_output_embeddings()
+        table = self.model.get_input_embeddings().weight
+        vocab = min(len(self.tokenizer), head.weight.shape[0], table.shape[0])
+        if self._embed_norms is None:
+            # In chunks: a float32 copy of a large [V, d] table would be gigabytes.
+            self._embed_norms = torch.cat([table[i:min(i + 8192, vocab)].float().norm(dim=-1)
+                                           for i in range(0, vocab, 8192)]).clamp_min(1e-6)
+        k = min(k, vocab)
+        text = lambda ids: [self.tokenizer.decode([i]) for i in ids]
+        for h in hidden_states:
+            logits = self._scale_logits(head(h.to(device=head.weight.device, dtype=head.weight.dtype)).float())
+            probs, top = torch.softmax(logits, dim=-1)[:, :vocab].topk(k, dim=-1)
+            fed = self.realign(h).to(table.device)
+            cos = (fed.to(table.dtype) @ table[:vocab].T).float()
+            cos = cos / (self._embed_norms * fed.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+            sims, near = cos.topk(k, dim=-1)
+            for r in range(rows):
+                out[r].append({"lm_head": text(top[r].tolist()),
+                               "lm_head_prob": [round(p, 4) for p in probs[r].tolist()],
+                               "nearest_input": text(near[r].tolist()),
+                               "nearest_input_cos": [round(c, 4) for c in sims[r].tolist()]})
+        return out
+
+    def kv_bytes_per_position(self) -> int:
+        """Bytes one position of one row takes in the KV cache: 2 (keys and values) x layers x KV heads x head
+        dimension x bytes per element of the model's dtype."""
+        c = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config
+        heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return 2 * c.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
+
     # --------------------------------------------------------------------------------------------- generation
 
     @torch.no_grad()
@@ -394,21 +498,55 @@ class ModelWrapper:
         temperature 0 is greedy. A row stops at its first EOS (counted) or at max_new_tokens; after that its new
         positions are masked, so finished rows never influence the others.
         """
-        batch = input_ids.shape[0]
-        logits, memory = self._forward_logits(mask, self._own(memory), input_ids=input_ids)
-        done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-        eos = torch.tensor(self.eos_token_ids or [-1], device=input_ids.device)
+        return self._decode(mask, self._own(memory), {"input_ids": input_ids}, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, generator=generator)
+
+    @torch.no_grad()
+    def generate_embeds(
+        self,
+        embeds: Sequence[torch.Tensor],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Generation:
+        """Decode from prompts given as input embeddings, one [T_i, d] tensor per row (each its own length).
+
+        The HF twin of vLLM's prompt-embeds input (vllm_backend.py): rows are left-padded here (pad positions get
+        zero vectors and mask 0, so they are never attended and take no position), then decoded by the same loop as
+        `generate` (same sampling, EOS counting and stopping). A row holding the embeddings of a token sequence gives
+        the same tokens as `generate` on those token ids.
+        """
+        d = self.model.get_input_embeddings().weight.shape[-1]
+        if any(e.ndim != 2 or e.shape[-1] != d for e in embeds):
+            raise ValueError(f"generate_embeds needs one [T, {d}] tensor per row, got {[list(e.shape) for e in embeds]}")
+        batch, mask = pad_embeds(embeds, dtype=self.model.dtype, device=self.device)
+        return self._decode(mask, None, {"inputs_embeds": batch}, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, generator=generator)
+
+    def _decode(self, mask: torch.Tensor, memory: Memory | None, first: dict, *, max_new_tokens: int,
+                temperature: float, top_p: float, generator: torch.Generator | None) -> Generation:
+        """The decode loop of `generate` and `generate_embeds`: `first` holds the first forward's input_ids or
+        inputs_embeds (left-padded, [B, T] or [B, T, d]); `memory` is already the loop's own copy (or None)."""
+        batch, device = mask.shape[0], mask.device
+        logits, memory = self._forward_logits(mask, memory, **first)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        eos = torch.tensor(self.eos_token_ids or [-1], device=device)
         pad = self.tokenizer.pad_token_id
         tokens: list[torch.Tensor] = []
         for step in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_p, generator).to(input_ids.device)
+            token = sample_next(logits, temperature, top_p, generator).to(device)
             token = torch.where(done, torch.full_like(token, pad), token)
             tokens.append(token)
             done = done | torch.isin(token, eos)
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             logits, memory = self._forward_logits((~done).long()[:, None], memory, input_ids=token[:, None])
-        return self._finish(torch.stack(tokens, dim=1) if tokens else input_ids[:, :0], eos)
+        generated = torch.stack(tokens, dim=1) if tokens else torch.zeros(batch, 0, dtype=torch.long, device=device)
+        result = self._finish(generated, eos)
+        result.kv = memory.usage()
+        return result
 
     def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
         texts, ids, counts = [], [], []
@@ -422,6 +560,25 @@ class ModelWrapper:
             counts.append(n)
             texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
         return Generation(texts, ids, counts)
+
+
+def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad rows of input embeddings [T_i, d] into ([B, T, d], mask [B, T]); pad positions are zero vectors
+    with mask 0 (any vector would do: they are never attended)."""
+    if not len(embeds):
+        raise ValueError("pad_embeds needs at least one row")
+    width = max(e.shape[0] for e in embeds)
+    dtype = dtype or embeds[0].dtype
+    device = device or embeds[0].device
+    batch = torch.zeros(len(embeds), width, embeds[0].shape[-1], dtype=dtype, device=device)
+    mask = torch.zeros(len(embeds), width, dtype=torch.long, device=device)
+    for row, e in enumerate(embeds):
+        if e.ndim != 2 or e.shape[-1] != batch.shape[-1] or not e.shape[0]:
+            raise ValueError(f"row {row}: expected a non-empty [T, {batch.shape[-1]}] tensor, got {list(e.shape)}")
+        batch[row, width - e.shape[0]:] = e.to(device=device, dtype=dtype)
+        mask[row, width - e.shape[0]:] = 1
+    return batch, mask
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -16,7 +16,8 @@ PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
 # Settings that change results: a --resume must match them exactly.
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
                "seed", "think", "latent_space_realign", "realign_lambda", "latent_only", "sequential_info_only",
-               "chain_specialists", "text_mas_context_length", "system_prompt", "prompt_file_sha256", "dtype")
+               "chain_specialists", "text_mas_context_length", "system_prompt", "prompt_file_sha256", "dtype",
+               "use_vllm")
 
 
 class UsageError(Exception):
@@ -59,6 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="where predictions.jsonl and summary.json go (default outputs/<run>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output_dir")
     p.add_argument("--quiet", action="store_true", help="no per-problem trace on the console")
+    p.add_argument("--decode_latents", type=int, default=0, metavar="K",
+                   help="latent_mas: store, print and save the K most likely LM-head tokens and the K nearest input "
+                        "embeddings of every latent step (0: off, no extra work)")
+    p.add_argument("--settings_file", default=None,
+                   help="JSON object of flag -> value (e.g. best_settings.json from scripts/calibrate.py); flags given "
+                        "on the command line win")
+    p.add_argument("--max_kv_bytes", default=None, metavar="SIZE",
+                   help="refuse, before any work, a run whose estimated peak KV cache exceeds SIZE (bytes, or e.g. "
+                        "512MiB, 20GB, 1.5G)")
+    p.add_argument("--max_kv_tokens", type=int, default=None, metavar="N",
+                   help="refuse, before any work, a run whose largest KV cache would hold more than N positions "
+                        "(rows x padded length)")
     vllm = p.add_argument_group("vLLM (optional; pip install -r requirements-vllm.txt)")
     vllm.add_argument("--use_vllm", action="store_true")
     vllm.add_argument("--enable_prefix_caching", action="store_true")
@@ -69,10 +82,136 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# ------------------------------------------------------------------------------------------------ settings file
+SETTINGS_RECORD_KEY = "calibration"  # a settings file's informational block (scripts/calibrate.py); never applied
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """The dests given on the command line (parsed again with every default suppressed)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def read_settings_file(path: str) -> dict:
+    """{dest: typed value} of a settings file, each value checked by the flag's own parser (type, choices)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--settings_file {path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--settings_file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--settings_file {path}: cannot read it ({type(exc).__name__})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"--settings_file {path}: expected a JSON object of flag name -> value")
+    parser = build_parser()
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "settings_file")}
+    values = {}
+    for key, value in raw.items():
+        if key == SETTINGS_RECORD_KEY:
+            continue
+        action = actions.get(key)
+        if action is None:
+            raise UsageError(f"--settings_file {path}: '{key}' is not a run.py flag")
+        if action.nargs == 0:  # store_true
+            if not isinstance(value, bool):
+                raise UsageError(f"--settings_file {path}: '{key}' must be true or false (got {value!r})")
+            values[key] = value
+            continue
+        many = action.nargs in ("+", "*")
+        if isinstance(value, (dict, bool)) or value is None or isinstance(value, list) != many:
+            raise UsageError(f"--settings_file {path}: '{key}' must be {'a list' if many else 'a single value'} "
+                             f"(got {value!r})")
+        try:
+            parsed = parser.parse_args([action.option_strings[0], *map(str, value if many else [value])])
+        except UsageError as exc:
+            raise UsageError(f"--settings_file {path}: {exc}") from None
+        values[key] = getattr(parsed, key)
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line, with --settings_file values taking the place of defaults (explicit flags win). The applied
+    values and the keys overridden on the command line are kept in the namespace (and so in summary.json)."""
+    args = build_parser().parse_args(argv)
+    if args.settings_file:
+        values = read_settings_file(args.settings_file)
+        explicit = explicit_flags(argv)
+        args.settings_file_applied = {k: v for k, v in values.items() if k not in explicit}
+        args.settings_file_overridden = sorted(k for k in values if k in explicit)
+        for key, value in args.settings_file_applied.items():
+            setattr(args, key, value)
+    return args
+
+
+def settings_file_record(path: str | None) -> dict:
+    """The informational block of a settings file (scripts/calibrate.py's "calibration"), or {}."""
+    if not path:
+        return {}
+    record = json.loads(Path(path).read_text(encoding="utf-8")).get(SETTINGS_RECORD_KEY)
+    return record if isinstance(record, dict) else {}
+
+
+def calibration_overlap(args: argparse.Namespace, n_items: int) -> int:
+    """How many of this run's items (the first n_items of the split) were in the settings file's dev slice."""
+    record = settings_file_record(args.settings_file)
+    dev = record.get("dev_slice") or {}
+    if record.get("task") != args.task or record.get("split", "test") != args.split or "first_index" not in dev:
+        return 0
+    return max(0, min(n_items, int(dev.get("last_index", n_items - 1)) + 1) - int(dev["first_index"]))
+
+
+# --------------------------------------------------------------------------------------------------- KV budget
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4, "kib": 1024, "mib": 1024 ** 2,
+          "gib": 1024 ** 3, "tib": 1024 ** 4, "kb": 1000, "mb": 1000 ** 2, "gb": 1000 ** 3, "tb": 1000 ** 4}
+
+
+def parse_size(text: str) -> int:
+    """'1500000', '512MiB', '20GB', '1.5G' (K/M/G/T alone are binary) -> bytes."""
+    import re
+
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).lower() if match else None
+    if unit not in _UNITS:
+        raise UsageError(f"--max_kv_bytes: cannot read size {text!r} (examples: 1500000, 512MiB, 20GB, 1.5G)")
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def check_kv_budget(args: argparse.Namespace, method: str, estimate: dict) -> None:
+    """One-line refusal when the estimated peak KV cache exceeds --max_kv_bytes or --max_kv_tokens."""
+    over = []
+    if args.max_kv_bytes is not None and estimate["bytes_total"] > parse_size(args.max_kv_bytes):
+        over.append(f"--max_kv_bytes {args.max_kv_bytes}")
+    if args.max_kv_tokens is not None and estimate["tokens_total"] > args.max_kv_tokens:
+        over.append(f"--max_kv_tokens {args.max_kv_tokens}")
+    if over:
+        raise UsageError(
+            f"{method} would need an estimated peak KV cache of {human_bytes(estimate['bytes_total'])} "
+            f"({estimate['bytes_total']:,} bytes = {estimate['tokens_total']:,} positions x "
+            f"{estimate['bytes_per_position']:,} bytes; largest single item {human_bytes(estimate['bytes_per_item'])}),"
+            f" over {' and '.join(over)}; lower --generate_bs, --latent_steps or --max_new_tokens")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Checks that need no model: fail in a second, not after a load."""
     if args.latent_steps < 0:
         raise UsageError(f"--latent_steps must be >= 0 (got {args.latent_steps})")
+    if args.decode_latents < 0:
+        raise UsageError(f"--decode_latents must be >= 0 (got {args.decode_latents})")
+    if args.max_kv_bytes is not None and parse_size(args.max_kv_bytes) <= 0:
+        raise UsageError(f"--max_kv_bytes must be positive (got {args.max_kv_bytes})")
+    if args.max_kv_tokens is not None and args.max_kv_tokens <= 0:
+        raise UsageError(f"--max_kv_tokens must be positive (got {args.max_kv_tokens})")
     if args.max_samples == 0 or args.max_samples < -1:
         raise UsageError(f"--max_samples must be a positive number or -1 for all (got {args.max_samples})")
     if args.generate_bs < 1:
@@ -88,10 +227,16 @@ def validate(args: argparse.Namespace) -> None:
     if len(set(args.method)) != len(args.method):
         raise UsageError("--method lists a method twice")
     if args.use_vllm:
+        if args.tensor_parallel_size < 1:
+            raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
+        if not 0 < args.gpu_memory_utilization <= 1:
+            raise UsageError(f"--gpu_memory_utilization must be in (0, 1] (got {args.gpu_memory_utilization})")
         import importlib.util
-        if importlib.util.find_spec("vllm") is None:
+        if importlib.util.find_spec("vllm") is None:  # vllm_backend.INSTALL_HINT (not imported here: no torch yet)
             raise UsageError("--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)")
-        raise UsageError("--use_vllm is not available in this version yet; run without it (HF backend)")
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError("--use_vllm needs a CUDA GPU, and torch sees none; run without --use_vllm (HF backend)")
     if args.use_second_HF_model and not args.use_vllm:
         raise UsageError("--use_second_HF_model only applies with --use_vllm")
 
@@ -132,8 +277,35 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def load_vllm(args: argparse.Namespace, settings: dict):
+    """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the GPU memory it is told to take.
+    The HF weights are loaded only for latent_mas (its latent rollout), on --device2 with --use_second_HF_model,
+    else on --device (default cuda:0, beside vLLM: lower --gpu_memory_utilization to leave room for them).
+    For baseline/text_mas alone the wrapper has no weights (tokenizer, template and config only)."""
+    from models import ModelWrapper
+    from vllm_backend import VLLMEngine, vllm_dtype
+
+    latent = "latent_mas" in args.method
+    wrapper_kwargs = dict(latent_space_realign=args.latent_space_realign, realign_lambda=args.realign_lambda,
+                          think=args.think)
+    skeleton = ModelWrapper.without_weights(args.model_name, dtype=vllm_dtype(args.dtype), **wrapper_kwargs)
+    engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids,
+                        tensor_parallel_size=args.tensor_parallel_size,
+                        gpu_memory_utilization=args.gpu_memory_utilization,
+                        enable_prefix_caching=args.enable_prefix_caching, enable_prompt_embeds=latent,
+                        dtype=vllm_dtype(args.dtype), seed=args.seed)
+    model = skeleton
+    if latent:
+        device = args.device2 if args.use_second_HF_model else (args.device or "cuda:0")
+        model = ModelWrapper.from_pretrained(args.model_name, device=device, dtype=args.dtype, **wrapper_kwargs)
+    settings["vllm"] = {"version": engine.version, "dtype": vllm_dtype(args.dtype),
+                        "enable_prompt_embeds": latent, "hf_weights_loaded": latent,
+                        "hf_device": str(model.device) if latent else None}
+    return model, engine
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     validate(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -163,33 +335,54 @@ def main(argv: list[str] | None = None) -> int:
     from models import ModelWrapper, library_versions
 
     torch.manual_seed(args.seed)
-    model = ModelWrapper.from_pretrained(
-        args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
-        realign_lambda=args.realign_lambda, think=args.think)
+    engine = None
+    if args.use_vllm:
+        model, engine = load_vllm(args, settings)
+    else:
+        model = ModelWrapper.from_pretrained(
+            args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
+            realign_lambda=args.realign_lambda, think=args.think)
     source = model.source
     settings["model"] = {"name": args.model_name, "origin": getattr(source, "origin", None),
                          "path": getattr(source, "path", None), "sha256": getattr(source, "sha256", None),
                          "revision": getattr(model.config, "_commit_hash", None), "dtype": str(model.model.dtype),
                          "device": str(model.device)}
     settings["versions"] = library_versions()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"settings": settings, "status": "running", "methods": {}}
-    write_json(out_dir / "summary.json", summary)
-
+    if engine is not None:
+        settings["versions"]["vllm"] = engine.version
     method_settings = MethodSettings(
         topology=args.prompt, max_new_tokens=settings["max_new_tokens"], temperature=args.temperature,
         top_p=args.top_p, seed=args.seed, latent_steps=args.latent_steps, latent_only=args.latent_only,
         sequential_info_only=args.sequential_info_only, chain_specialists=args.chain_specialists,
-        text_mas_context_length=args.text_mas_context_length)
+        text_mas_context_length=args.text_mas_context_length, decode_latents=args.decode_latents)
+    # Worst-case KV cache per method from the rendered prompts' token counts, before the first batch.
+    estimates = {name: METHODS[name](model, method_settings, prompts).estimate_kv(items, task.answer_kind,
+                                                                                   args.generate_bs)
+                 for name in args.method}
+    for name, estimate in estimates.items():
+        check_kv_budget(args, name, estimate)
+    settings["kv_estimate"] = estimates
+    overlap = calibration_overlap(args, len(items))
+    if args.settings_file:
+        settings["calibration_overlap_items"] = overlap
+        if overlap:
+            print(f"note: {overlap} of this run's items were in the calibration dev slice of {args.settings_file}; "
+                  "use --max_samples to keep them out", file=sys.stderr)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"settings": settings, "status": "running", "methods": {}}
+    write_json(out_dir / "summary.json", summary)
+
     previous = read_predictions(predictions_path)
     try:
         for name in args.method:
-            method = METHODS[name](model, method_settings, prompts)
+            method = METHODS[name](model, method_settings, prompts, engine=engine)
             old = [r for r in previous if r["method"] == name and r["index"] < len(items)]
             start = time.perf_counter()
             new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old},
                              predictions_path, args.generate_bs, trace=not args.quiet)
             metrics = summarize(old + new, time.perf_counter() - start)
+            metrics["estimated_peak_kv_bytes_total"] = estimates[name]["bytes_total"]
+            metrics["estimated_peak_kv_bytes_per_item"] = estimates[name]["bytes_per_item"]
             summary["methods"][name] = metrics
             write_json(out_dir / "summary.json", summary)
             print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)

@@ -24,6 +24,7 @@ class MethodSettings:
     sequential_info_only: bool = False      # keep only the last agent's positions (prompt + latent) as memory
     chain_specialists: bool = False         # hierarchical: the reference's chain (each specialist sees the previous)
     text_mas_context_length: int = -1       # text_mas: keep at most this many tokens of earlier outputs (-1: all)
+    decode_latents: int = 0                 # latent_mas: store the top-K tokens of every latent step (0: off)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class AgentTrace:
     output_tokens: int = 0
     latent_steps: int = 0
     seconds: float = 0.0                    # this item's share of the agent's batched wall time
+    latent_tokens: list | None = None       # --decode_latents: per latent step, ModelWrapper.decode_thoughts' dict
 
 
 @dataclass
@@ -56,12 +58,49 @@ class Method:
 
     name = "method"
 
-    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook) -> None:
+    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook, engine=None) -> None:
         self.model = model
         self.settings = settings
         self.prompts = prompts
+        # --use_vllm: a vllm_backend.VLLMEngine (or its HF twin HFEngine) that decodes instead of the HF model.
+        self.engine = engine
         self.generator = make_generator(settings.seed)
         self.workers, self.final_role = TOPOLOGIES[settings.topology]
+        self.kv_peak: dict | None = None        # Memory.usage() of the largest KV cache of the current batch
+
+    # --------------------------------------------------------------------------------------- KV accounting
+
+    def reset_kv(self) -> None:
+        """Start the KV accounting of a new batch (run_method calls it before every run_batch)."""
+        self.kv_peak = None
+
+    def track_kv(self, usage: dict | None) -> None:
+        """Remember the largest KV cache (Memory.usage()) held while running the current batch."""
+        if usage is not None and (self.kv_peak is None or usage["bytes"] > self.kv_peak["bytes"]):
+            self.kv_peak = usage
+
+    def prompt_lengths(self, prompts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.model.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+    def kv_plan(self, items: list[dict], answer_kind: str) -> list[tuple[int, list[int]]]:
+        """The KV caches one batch builds, before any work: (allocated positions = rows x padded length, real
+        positions per item) per cache, decoding assumed to run to max_new_tokens. One agent decodes here."""
+        lengths = self.prompt_lengths(self.render("single", items, answer_kind))
+        grow = self.settings.max_new_tokens - 1  # the last sampled token is never fed back
+        return [(len(items) * (max(lengths) + grow), [n + grow for n in lengths])]
+
+    def estimate_kv(self, items: list[dict], answer_kind: str, batch_size: int) -> dict:
+        """Worst-case peak KV cache of a run over `items` in batches of `batch_size`, from the rendered prompts'
+        token counts and the model config (no forward pass). bytes_total: the largest cache of any batch, padding
+        included; bytes_per_item: the most real positions one item needs (what it needs alone, without padding)."""
+        per_position = self.model.kv_bytes_per_position()
+        tokens_total = tokens_item = 0
+        for start in range(0, len(items), batch_size):
+            allocated, per_item = max(self.kv_plan(items[start:start + batch_size], answer_kind), key=lambda c: c[0])
+            tokens_total, tokens_item = max(tokens_total, allocated), max(tokens_item, max(per_item))
+        return {"bytes_total": tokens_total * per_position, "tokens_total": tokens_total,
+                "bytes_per_item": tokens_item * per_position, "tokens_per_item": tokens_item,
+                "bytes_per_position": per_position}
 
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         raise NotImplementedError
@@ -73,10 +112,28 @@ class Method:
                 for item, ctx in zip(items, contexts)]
 
     def generate(self, prompts: list[str], memory=None):
-        ids, mask = self.model.encode(prompts)
         s = self.settings
-        return self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                   top_p=s.top_p, generator=self.generator)
+        if self.engine is not None and memory is None:
+            # Same settings and the same Generation (token counts up to and including EOS) from the engine.
+            gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                             top_p=s.top_p, seed=s.seed)
+            self.track_kv(gen.kv)
+            return gen
+        ids, mask = self.model.encode(prompts)
+        gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                                  top_p=s.top_p, generator=self.generator)
+        self.track_kv(gen.kv)
+        return gen
+
+
+def kv_per_item(usage: dict, items: int) -> list[int]:
+    """Bytes of each item's real positions in a cache whose rows are the items, or (agent, item) rows in
+    agent-major order (row r belongs to item r % items)."""
+    per_position = usage["bytes"] / max(usage["rows"] * usage["length"], 1)
+    positions = [0] * items
+    for row, n in enumerate(usage["row_positions"]):
+        positions[row % items] += n
+    return [round(n * per_position) for n in positions]
 
 
 @contextmanager

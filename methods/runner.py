@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from utils import score_predictions
 
-from .base import ItemOutput, Method
+from .base import ItemOutput, Method, kv_per_item
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -46,8 +46,16 @@ def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction
         "latent_steps": sum(a.latent_steps for a in out.agents),
         "seconds": round(sum(a.seconds for a in out.agents), 4),
         "final_text": out.final_text,
-        "agents": [vars(a) for a in out.agents],
+        # latent_tokens appears only with --decode_latents, so files are unchanged without it.
+        "agents": [{k: v for k, v in vars(a).items() if not (k == "latent_tokens" and v is None)} for a in out.agents],
     }
+
+
+def latent_tokens_line(steps: list[dict]) -> str:
+    """One readable line for an agent's decoded latent steps: the LM head's top tokens, then (after "~") the
+    input embeddings nearest to the vector that was fed."""
+    show = lambda tokens: "|".join(json.dumps(t, ensure_ascii=False) for t in tokens)
+    return "; ".join(f"step{i}: {show(s['lm_head'])} ~ {show(s['nearest_input'])}" for i, s in enumerate(steps, 1))
 
 
 def print_trace(record: dict) -> None:
@@ -59,6 +67,8 @@ def print_trace(record: dict) -> None:
         lines += ["[To Tokenize]", a["input"].rstrip()]
         if a["latent_steps"]:
             lines += ["[Latent Steps]", str(a["latent_steps"])]
+        if a.get("latent_tokens"):
+            lines.append("[Latent tokens] " + latent_tokens_line(a["latent_tokens"]))
         lines += ["[Output]", a["output"].rstrip(), f"[Output tokens] {a['output_tokens']}"]
     lines.append(f"Result: Pred={record['prediction']} | Gold={record['gold']} | OK={record['correct']}")
     tqdm.write("\n".join(lines))
@@ -76,10 +86,15 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
         for start in range(0, len(todo), batch_size):
             indices = todo[start:start + batch_size]
             batch = [items[i] for i in indices]
+            method.reset_kv()
             outputs = method.run_batch(batch, answer_kind)
+            peak = method.kv_peak
+            item_bytes = kv_per_item(peak, len(batch)) if peak else [None] * len(batch)
             scores = score_predictions(task, [o.final_text for o in outputs], batch)
-            for index, item, out, (pred, ok) in zip(indices, batch, outputs, scores):
+            for index, item, out, (pred, ok), kv in zip(indices, batch, outputs, scores, item_bytes):
                 record = item_record(method.name, index, item, out, pred, ok)
+                # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
+                record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
                 new.append(record)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 if trace:
@@ -99,6 +114,8 @@ def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
     correct = sum(r["correct"] for r in records)
     tokens = sum(r["output_tokens"] for r in records)
     seconds = sum(r["seconds"] for r in records)
+    item_kv = [r["kv_bytes"] for r in records if r.get("kv_bytes") is not None]
+    batch_kv = [r["batch_kv_bytes"] for r in records if r.get("batch_kv_bytes") is not None]
     return {
         "n": n,
         "correct": correct,
@@ -109,6 +126,9 @@ def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
         "seconds": round(seconds, 3),
         "seconds_per_item": round(seconds / n, 4) if n else 0.0,
         "wall_seconds_this_process": None if wall_seconds is None else round(wall_seconds, 3),
+        # Largest KV cache: one item's real positions (what it needs alone), and a whole batch's (padding included).
+        "peak_kv_bytes_per_item": max(item_kv) if item_kv else None,
+        "peak_kv_bytes_total": max(batch_kv) if batch_kv else None,
     }
 
 

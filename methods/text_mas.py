@@ -47,3 +47,28 @@ class TextMASMethod(Method):
             if len(ids) > limit:  # keep the most recent work
                 text = self.model.tokenizer.decode(ids[-limit:])
         return text
+
+    def kv_plan(self, items: list[dict], answer_kind: str) -> list[tuple[int, list[int]]]:
+        """Every agent decodes on a cache of its own, freed before the next one. Earlier outputs are unknown before
+        the run, so each is counted as max_new_tokens plus its "[Name]" header (an upper bound), capped by
+        --text_mas_context_length; decoding is assumed to run to max_new_tokens (see Method.kv_plan)."""
+        n, s = len(items), self.settings
+        grow = s.max_new_tokens - 1
+
+        def context_bound(k: int) -> int:
+            bound = k * (s.max_new_tokens + 8)
+            return min(bound, s.text_mas_context_length + 8) if s.text_mas_context_length > 0 else bound
+
+        def cache(roles: list[str], earlier: int) -> tuple[int, list[int]]:
+            # One placeholder token stands for the context, then replaced by its bound.
+            context = ["x"] * n if earlier else None
+            lengths = [k - (1 if earlier else 0) + context_bound(earlier)
+                       for role in roles for k in self.prompt_lengths(self.render(role, items, answer_kind, context))]
+            return len(lengths) * (max(lengths) + grow), [sum(lengths[r] + grow for r in range(i, len(lengths), n))
+                                                          for i in range(n)]
+
+        if s.topology == "hierarchical" and not s.chain_specialists:
+            caches = [cache(self.workers, 0)]
+        else:
+            caches = [cache([role], k) for k, role in enumerate(self.workers)]
+        return caches + [cache([self.final_role], len(self.workers))]

@@ -1,0 +1,162 @@
+"""Check the vLLM backend against the HF path on a GPU machine: greedy agreement and speed on GSM8K.
+
+    python scripts/vllm_check.py --data_dir ../shared/data --n 50 --out vllm_check.json
+
+Needs vLLM and a CUDA GPU (pip install -r requirements-vllm.txt); both backends load the same weights (a packaged
+model by default) in the same dtype, on one GPU (vLLM takes --gpu_memory_utilization of it first).
+Measured, all greedy (temperature 0):
+1. baseline prompts, HF generate vs vLLM token prompts: share of identical outputs, token agreement rate (mean of
+   common-prefix length / longer length; and position-wise matches / longer length), accuracy of each, and
+   wall seconds of each on the same batches (speed ratio = HF seconds / vLLM seconds);
+2. vLLM prompt-embeds input carrying plain token embeddings vs its token input (expected identical), and the
+   same for HF generate_embeds vs generate;
+3. latent_mas (--latent_steps): the HF KV hand-off path, the judger decoded by HF from the assembled prompt
+   embeddings (HFEngine) and by vLLM from the same embeddings (VLLMEngine): vLLM vs HF on identical embeddings
+   (agreement), and both against the KV path (not expected to be equal: positions differ), with timings.
+Prints one JSON object (also written to --out) and a Markdown table for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def agreement(a_rows, b_rows) -> dict:
+    """Identical share, mean common-prefix agreement and mean position-wise agreement of two lists of token rows."""
+    prefix, positional, same = [], [], 0
+    for a, b in zip(a_rows, b_rows):
+        longest = max(len(a), len(b), 1)
+        prefix.append(sum(1 for _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(a, b))) / longest)
+        positional.append(sum(x == y for x, y in zip(a, b)) / longest)
+        same += list(a) == list(b)
+    n = max(len(prefix), 1)
+    return {"rows": len(prefix), "identical_share": same / n, "prefix_agreement": sum(prefix) / n,
+            "positional_agreement": sum(positional) / n}
+
+
+def timed(fn):
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    out = fn()
+    sync()
+    return out, time.perf_counter() - start
+
+
+def batches(seq, size):
+    return [seq[i:i + size] for i in range(0, len(seq), size)]
+
+
+def merge(gens):
+    from models import Generation
+
+    return Generation([t for g in gens for t in g.texts], [i for g in gens for i in g.token_ids],
+                      [n for g in gens for n in g.num_tokens])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--n", type=int, default=50, help="GSM8K items (first N of the test split)")
+    p.add_argument("--latent_n", type=int, default=20, help="items for the latent_mas comparison (0: skip)")
+    p.add_argument("--latent_steps", type=int, default=10)
+    p.add_argument("--max_new_tokens", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=16, help="rows per call, for both backends (run.py's --generate_bs)")
+    p.add_argument("--gpu_memory_utilization", type=float, default=0.5)
+    p.add_argument("--device", default="cuda:0", help="the HF model's device")
+    p.add_argument("--out", default="vllm_check.json")
+    args = p.parse_args(argv)
+
+    from vllm_backend import vllm_problem
+
+    problem = vllm_problem()
+    if problem:
+        print(f"vllm_check.py: error: {problem}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    from data import load_task
+    from methods import METHODS, MethodSettings
+    from models import ModelWrapper, library_versions
+    from prompts import PromptBook
+    from utils import score_predictions
+    from vllm_backend import HFEngine, VLLMEngine, embed_ids, token_ids, vllm_dtype
+
+    engine_kwargs = dict(gpu_memory_utilization=args.gpu_memory_utilization, enable_prompt_embeds=True,
+                         dtype=vllm_dtype("auto"))
+    skeleton = ModelWrapper.without_weights(args.model_name)
+    engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids, **engine_kwargs)
+    hf = ModelWrapper.from_pretrained(args.model_name, device=args.device)
+    book = PromptBook.load()
+    items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.n)
+    prompts = [hf.render_chat(book.messages("single", it["question"], "number")) for it in items]
+    greedy = dict(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0)
+    accuracy = lambda texts, its: sum(ok for _, ok in score_predictions("gsm8k", texts, its)) / max(len(its), 1)
+
+    engine.generate_texts(prompts[:1], max_new_tokens=8, temperature=0.0, top_p=1.0)  # warm-up (graphs, caches)
+    hf.generate(*hf.encode(prompts[:1]), max_new_tokens=8)
+    hf_gen, hf_s = timed(lambda: merge([hf.generate(*hf.encode(b), **greedy) for b in batches(prompts, args.batch_size)]))
+    vl_gen, vl_s = timed(lambda: merge([engine.generate_texts(b, **greedy) for b in batches(prompts, args.batch_size)]))
+    vl_all, vl_all_s = timed(lambda: engine.generate_texts(prompts, **greedy))
+    embeds = [embed_ids(hf, token_ids(hf, t)) for t in prompts]
+    vl_emb = merge([engine.generate_from_embeds(b, **greedy) for b in batches(embeds, args.batch_size)])
+    hf_emb = merge([hf.generate_embeds(b, **greedy) for b in batches(embeds, args.batch_size)])
+    report = {
+        "model": args.model_name, "model_path": skeleton.source.path,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "versions": {**library_versions(), "vllm": engine.version}, "dtype": engine_kwargs["dtype"],
+        "items": len(items), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+        "baseline": {
+            "vllm_vs_hf": agreement(hf_gen.token_ids, vl_gen.token_ids),
+            "hf_accuracy": accuracy(hf_gen.texts, items), "vllm_accuracy": accuracy(vl_gen.texts, items),
+            "hf_output_tokens": sum(hf_gen.num_tokens), "vllm_output_tokens": sum(vl_gen.num_tokens),
+            "hf_seconds": round(hf_s, 3), "vllm_seconds": round(vl_s, 3), "speed_ratio": round(hf_s / vl_s, 2),
+            "vllm_seconds_one_call": round(vl_all_s, 3), "speed_ratio_one_call": round(hf_s / vl_all_s, 2),
+        },
+        "embeds_input": {"vllm_embeds_vs_vllm_tokens": agreement(vl_gen.token_ids, vl_emb.token_ids),
+                         "hf_embeds_vs_hf_tokens": agreement(hf_gen.token_ids, hf_emb.token_ids)},
+    }
+    if args.latent_n > 0:
+        its = items[:args.latent_n]
+        settings = MethodSettings(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0,
+                                  latent_steps=args.latent_steps)
+        run = lambda eng: timed(lambda: [o for b in batches(its, args.batch_size)
+                                         for o in METHODS["latent_mas"](hf, settings, book, engine=eng).run_batch(b, "number")])
+        kv, kv_s = run(None)
+        hf_e, hf_e_s = run(HFEngine(hf))
+        vl_e, vl_e_s = run(engine)
+        ids = lambda outs: [token_ids(hf, o.final_text) for o in outs]
+        texts = lambda outs: [o.final_text for o in outs]
+        report["latent_mas"] = {
+            "items": len(its), "latent_steps": args.latent_steps,
+            "vllm_embeds_vs_hf_embeds": agreement(ids(hf_e), ids(vl_e)),
+            "hf_embeds_vs_hf_kv": agreement(ids(kv), ids(hf_e)),
+            "vllm_embeds_vs_hf_kv": agreement(ids(kv), ids(vl_e)),
+            "accuracy": {"hf_kv": accuracy(texts(kv), its), "hf_embeds": accuracy(texts(hf_e), its),
+                         "vllm_embeds": accuracy(texts(vl_e), its)},
+            "seconds": {"hf_kv": round(kv_s, 3), "hf_embeds": round(hf_e_s, 3), "vllm_embeds": round(vl_e_s, 3)},
+        }
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    b = report["baseline"]
+    print(f"\n| {args.model_name} | {report['device']} | vLLM {engine.version} | {len(items)} GSM8K items | "
+          f"identical {b['vllm_vs_hf']['identical_share']:.0%} | token agreement "
+          f"{b['vllm_vs_hf']['prefix_agreement']:.0%} | HF {b['hf_seconds']:.1f} s, vLLM {b['vllm_seconds']:.1f} s "
+          f"(x{b['speed_ratio']}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

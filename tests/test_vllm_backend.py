@@ -1,0 +1,400 @@
+"""--use_vllm: the judger's prompt-embedding assembly and the HF embeds path (CPU, tiny random Qwen3 with the real
+Qwen3 tokenizer), the engine and run.py wiring through a stand-in `vllm` module backed by the HF model (it checks
+our calls and conversions, not vLLM), code scoring on the engine path, and, on GPU machines only, stock vLLM
+against HF on a packaged model."""
+
+import copy
+import importlib.machinery
+import itertools
+import json
+import sys
+import types
+
+import pytest
+import torch
+
+import run
+from bridge import split_user_turn
+from methods import METHODS, MethodSettings
+from methods.runner import run_method
+from models import Generation, ModelWrapper, make_generator
+from prompts import PromptBook
+from vllm_backend import (INSTALL_HINT, HFEngine, Segment, VLLMEngine, VLLMUnavailable, embed_ids, judger_embeds,
+                          token_ids)
+
+ITEMS = [{"question": "What is 2 + 3?", "gold": "5"},
+         {"question": "Tom has 7 apples and eats two of them, then buys four more. How many are left?", "gold": "9"}]
+SYNTHETIC_TEMPLATE = ("{% for m in messages %}### {{ m['role'] | upper }} ###\n{{ m['content'] }}\n\n{% endfor %}"
+                      "{% if add_generation_prompt %}### ASSISTANT ###\n{% endif %}")
+
+
+def judger_messages(question, latent=True):
+    return PromptBook.load().messages("judger", question, "number", None, latent)
+
+
+def synthetic_wrapper(make_tiny_wrapper):
+    """The tiny model with a copy of the Qwen3 tokenizer carrying a different (non-ChatML) chat template."""
+    base = make_tiny_wrapper()
+    tokenizer = copy.deepcopy(base.tokenizer)
+    tokenizer.chat_template = SYNTHETIC_TEMPLATE
+    return ModelWrapper(base.model, tokenizer, name="tiny-synthetic-template")
+
+
+def recover_ids(wrapper, embeds):
+    """The token ids whose input embeddings are exactly `embeds` [T, d] (fails if any row is not a token's)."""
+    table = wrapper.model.get_input_embeddings().weight
+    ids = (embeds @ table.T - 0.5 * (table * table).sum(-1)).argmax(-1)
+    assert torch.equal(table[ids], embeds), "a position is not exactly a token embedding"
+    return ids.tolist()
+
+
+def left_pad(wrapper, rows):
+    width = max(map(len, rows))
+    pad = wrapper.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+# ------------------------------------------------------------------------------------------ splice & assembly
+
+@pytest.mark.parametrize("template", ["qwen3", "synthetic"])
+def test_splice_point_comes_from_the_chat_template(make_tiny_wrapper, template):
+    wrapper = make_tiny_wrapper() if template == "qwen3" else synthetic_wrapper(make_tiny_wrapper)
+    messages = judger_messages(ITEMS[0]["question"])
+    prefix, rest = split_user_turn(wrapper, messages)
+    header = "<|im_start|>user\n" if template == "qwen3" else "### USER ###\n"
+    assert prefix.endswith(header) and prefix + rest == wrapper.render_chat(messages)
+    assert rest.startswith(messages[-1]["content"][:20])
+    # Agent prompt tokens and thoughts land right after the header, in order, nothing else added.
+    agent = token_ids(wrapper, wrapper.render_chat([{"role": "user", "content": "plan it"}]))
+    thought_ids = token_ids(wrapper, " first add, then check")
+    thoughts = embed_ids(wrapper, thought_ids)
+    got = judger_embeds(wrapper, messages, [Segment(agent, thoughts), Segment([], thoughts[:2])])
+    want = token_ids(wrapper, prefix) + agent + thought_ids + thought_ids[:2] + token_ids(wrapper, rest)
+    assert torch.equal(got, embed_ids(wrapper, want))
+    # No segments: the plain prompt.
+    assert torch.equal(judger_embeds(wrapper, messages, []), embed_ids(wrapper, token_ids(wrapper, prefix + rest)))
+
+
+def test_hf_embeds_path_equals_the_plain_token_prompt(make_tiny_wrapper):
+    """Acceptance: with the latent vectors replaced by token embeddings of real text, the assembled rows are the
+    embeddings of a known token sequence, and HF generate(inputs_embeds) gives the same greedy text and counts
+    as generate() on those tokens. Rows keep their own lengths (no padding in the assembly)."""
+    wrapper = make_tiny_wrapper()
+    rows, known = [], []
+    for item, thought in zip(ITEMS, [" add the two numbers", " subtract two then add four, and check the total"]):
+        messages = judger_messages(item["question"])
+        prefix, rest = split_user_turn(wrapper, messages)
+        agent = token_ids(wrapper, wrapper.render_chat(PromptBook.load().messages("planner", item["question"], "number")))
+        thought_ids = token_ids(wrapper, thought)
+        rows.append(judger_embeds(wrapper, messages, [Segment(agent, embed_ids(wrapper, thought_ids))]))
+        known.append(token_ids(wrapper, prefix) + agent + thought_ids + token_ids(wrapper, rest))
+    assert [r.shape[0] for r in rows] == [len(k) for k in known] and rows[0].shape[0] != rows[1].shape[0]
+    by_embeds = wrapper.generate_embeds(rows, max_new_tokens=8, temperature=0)
+    by_ids = wrapper.generate(*left_pad(wrapper, known), max_new_tokens=8, temperature=0)
+    assert by_embeds.texts == by_ids.texts and by_embeds.token_ids == by_ids.token_ids
+    assert by_embeds.num_tokens == by_ids.num_tokens and all(n >= 1 for n in by_ids.num_tokens)
+    # Sampling goes through the same loop too.
+    a = wrapper.generate_embeds(rows, max_new_tokens=4, temperature=0.8, top_p=0.9, generator=make_generator(3))
+    b = wrapper.generate(*left_pad(wrapper, known), max_new_tokens=4, temperature=0.8, top_p=0.9,
+                         generator=make_generator(3))
+    assert a.token_ids == b.token_ids
+
+
+def test_generate_embeds_rejects_bad_rows(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    with pytest.raises(ValueError):
+        wrapper.generate_embeds([torch.zeros(0, 64)], max_new_tokens=1)
+    with pytest.raises(ValueError):
+        wrapper.generate_embeds([torch.zeros(3, 32)], max_new_tokens=1)
+
+
+# ------------------------------------------------------------------------------------------- latent_mas routing
+
+def engine_method(wrapper, engine, **kw):
+    settings = MethodSettings(max_new_tokens=kw.pop("max_new_tokens", 6), temperature=0.0, **kw)
+    return METHODS["latent_mas"](wrapper, settings, PromptBook.load(), engine=engine)
+
+
+def token_thoughts(wrapper):
+    """Make every latent thought the input embedding of the LM head's argmax token (a function of h alone), so
+    the judger's assembled prompt is exactly the embeddings of a token sequence we can read back."""
+    head, embed = wrapper.model.get_output_embeddings(), wrapper.model.get_input_embeddings()
+    wrapper.realign = lambda h: embed(head(h.to(head.weight.dtype)).argmax(-1)).float()
+
+
+@pytest.mark.parametrize("topology", ["sequential", "hierarchical"])
+def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, topology):
+    wrapper = make_tiny_wrapper()
+    token_thoughts(wrapper)
+    steps = 2
+    engine = HFEngine(wrapper)
+    method = engine_method(wrapper, engine, topology=topology, latent_steps=steps, max_new_tokens=4)
+    outputs = method.run_batch(ITEMS, "number")
+    (kind, embeds), = engine.calls
+    assert kind == "embeds" and len(embeds) == len(ITEMS)
+    assert embeds[0].shape[0] != embeds[1].shape[0], "rows keep their own lengths"
+    recovered = []
+    for i, (item, out, row) in enumerate(zip(ITEMS, outputs, embeds)):
+        ids = recover_ids(wrapper, row)
+        recovered.append(ids)
+        final = PromptBook.load().messages(method.final_role, item["question"], "number", None, True)
+        prefix, rest = split_user_turn(wrapper, final)
+        head, tail = token_ids(wrapper, prefix), token_ids(wrapper, rest)
+        agents = [token_ids(wrapper, a.input) for a in out.agents[:-1]]
+        assert len(ids) == len(head) + sum(len(a) + steps for a in agents) + len(tail)
+        assert ids[:len(head)] == head and ids[len(ids) - len(tail):] == tail
+        at = len(head)
+        for a in agents:  # each agent's prompt, then its `steps` thoughts
+            assert ids[at:at + len(a)] == a
+            at += len(a) + steps
+        assert out.agents[-1].input == prefix + rest and out.agents[-1].output == out.final_text
+        assert [a.latent_steps for a in out.agents] == [steps] * len(agents) + [0]
+    plain = wrapper.generate(*left_pad(wrapper, recovered), max_new_tokens=4, temperature=0)
+    assert [o.final_text for o in outputs] == plain.texts
+    assert [o.judger_output_tokens for o in outputs] == plain.num_tokens
+
+
+@pytest.mark.parametrize("ablation", ["latent_only", "sequential_info_only"])
+def test_engine_path_ablations_keep_what_the_memory_keeps(make_tiny_wrapper, ablation):
+    wrapper = make_tiny_wrapper()
+    engine = HFEngine(wrapper)
+    method = engine_method(wrapper, engine, latent_steps=2, max_new_tokens=2, **{ablation: True})
+    out = method.run_batch(ITEMS[:1], "number")[0]
+    (_, (row,)), = engine.calls
+    prefix, rest = split_user_turn(wrapper, judger_messages(ITEMS[0]["question"]))
+    kept = 2 if ablation == "latent_only" else len(token_ids(wrapper, out.agents[-2].input)) + 2
+    assert row.shape[0] == len(token_ids(wrapper, prefix)) + kept + len(token_ids(wrapper, rest))
+    # latent_only with no latent steps leaves no memory: the judger gets the plain (non-latent) prompt.
+    engine = HFEngine(wrapper)
+    out = engine_method(wrapper, engine, latent_steps=0, max_new_tokens=2, latent_only=True).run_batch(ITEMS[:1], "number")[0]
+    plain = wrapper.render_chat(judger_messages(ITEMS[0]["question"], latent=False))
+    assert out.agents[-1].input == plain
+    assert torch.equal(engine.calls[0][1][0], embed_ids(wrapper, token_ids(wrapper, plain)))
+
+
+def test_engine_decodes_baseline_and_text_mas_like_the_hf_path(make_tiny_wrapper):
+    wrapper = make_tiny_wrapper()
+    for name in ("baseline", "text_mas"):
+        settings = MethodSettings(max_new_tokens=2, temperature=0.0)
+        hf = METHODS[name](wrapper, settings, PromptBook.load()).run_batch(ITEMS, "number")
+        engine = HFEngine(wrapper)
+        routed = METHODS[name](wrapper, settings, PromptBook.load(), engine=engine).run_batch(ITEMS, "number")
+        assert engine.calls and all(kind == "texts" for kind, _ in engine.calls)
+        assert [o.final_text for o in routed] == [o.final_text for o in hf]
+        assert [o.output_tokens for o in routed] == [o.output_tokens for o in hf]
+
+
+class SolutionEngine:
+    """Answers every prompt with given texts (a stand-in for vLLM's output on a code task)."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def _gen(self, n):
+        return Generation(self.texts[:n], [[0]] * n, [1] * n)
+
+    def generate_texts(self, prompts, **kw):
+        return self._gen(len(prompts))
+
+    def generate_from_embeds(self, embeds, **kw):
+        return self._gen(len(embeds))
+
+
+@pytest.mark.parametrize("name", ["baseline", "latent_mas"])
+def test_code_tasks_on_the_engine_path_are_scored_by_running_tests(make_tiny_wrapper, data_dir, tmp_path, name):
+    from data import load_task
+
+    items = load_task("humanevalplus", data_dir=str(data_dir), max_samples=2)
+    texts = [f"```python\n{items[0]['solution']}\n```",
+             "```python\ndef " + items[1]["entry_point"] + "(*args):\n    return 42\n```"]
+    settings = MethodSettings(max_new_tokens=2, temperature=0.0, latent_steps=1)
+    method = METHODS[name](make_tiny_wrapper(), settings, PromptBook.load(), engine=SolutionEngine(texts))
+    records = run_method(method, "humanevalplus", "code", items, set(), tmp_path / "p.jsonl", 2, trace=False)
+    assert [r["correct"] for r in records] == [True, False]
+    assert "def " + items[0]["entry_point"] in records[0]["prediction"]
+
+
+# ------------------------------------------------------------------------------- VLLMEngine on a stand-in module
+
+class StubSamplingParams:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def stub_vllm_module(wrapper_for_path):
+    """A `vllm` module with LLM and SamplingParams whose generate runs the HF model row by row; it records the
+    engine arguments and every request so the tests can check what VLLMEngine asks for."""
+    module = types.ModuleType("vllm")
+    module.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    module.__version__ = "stub"
+    module.SamplingParams = StubSamplingParams
+    module.built, module.requests = [], []
+
+    class LLM:
+        def __init__(self, model, **kw):
+            module.built.append(dict(model=model, **kw))
+            self.wrapper = wrapper_for_path(model)
+
+        def generate(self, prompts, params, use_tqdm=True):
+            outputs = []
+            for prompt, p in zip(prompts, params):
+                module.requests.append((prompt, p))
+                w = self.wrapper
+                kw = dict(max_new_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
+                          generator=make_generator(p.seed))
+                if "prompt_embeds" in prompt:
+                    assert set(prompt) == {"prompt_embeds"} and prompt["prompt_embeds"].device.type == "cpu"
+                    gen = w.generate_embeds([prompt["prompt_embeds"]], **kw)
+                else:
+                    assert set(prompt) == {"prompt_token_ids"}
+                    ids = torch.tensor([prompt["prompt_token_ids"]])
+                    gen = w.generate(ids, torch.ones_like(ids), **kw)
+                ids = gen.token_ids[0]
+                stopped = bool(ids) and ids[-1] in p.stop_token_ids
+                completion = types.SimpleNamespace(token_ids=tuple(ids), text="(vllm detokenizes too)",
+                                                   finish_reason="stop" if stopped else "length",
+                                                   stop_reason=ids[-1] if stopped else None)
+                outputs.append(types.SimpleNamespace(outputs=[completion]))
+            return outputs
+
+    module.LLM = LLM
+    return module
+
+
+def test_vllm_engine_calls_and_conversions(make_tiny_wrapper, monkeypatch):
+    wrapper = make_tiny_wrapper()
+    stub = stub_vllm_module(lambda path: wrapper)
+    monkeypatch.setitem(sys.modules, "vllm", stub)
+    engine = VLLMEngine("/models/x", wrapper.tokenizer, wrapper.eos_token_ids, gpu_memory_utilization=0.5,
+                        enable_prefix_caching=True, enable_prompt_embeds=True, dtype="bfloat16", seed=7)
+    assert stub.built == [dict(model="/models/x", tokenizer="/models/x", tensor_parallel_size=1,
+                               gpu_memory_utilization=0.5, enable_prefix_caching=True, dtype="bfloat16", seed=7,
+                               enable_prompt_embeds=True)]
+    prompts = [wrapper.render_chat(PromptBook.load().messages("single", it["question"], "number")) for it in ITEMS]
+    got = engine.generate_texts(prompts, max_new_tokens=5, temperature=0, top_p=0.95, seed=7)
+    want = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=5, temperature=0)
+    assert (got.texts, got.token_ids, got.num_tokens) == (want.texts, want.token_ids, want.num_tokens)
+    p = stub.requests[0][1]
+    assert (p.temperature, p.top_p, p.max_tokens, p.seed, p.n) == (0.0, 1.0, 5, None, 1)
+    assert p.stop_token_ids == wrapper.eos_token_ids and p.skip_special_tokens
+    assert [r[0]["prompt_token_ids"] for r in stub.requests] == [token_ids(wrapper, t) for t in prompts]
+    # Sampling: the same temperature and top-p, one seed per row of the run, continuing across calls.
+    stub.requests.clear()
+    engine.generate_texts(prompts, max_new_tokens=3, temperature=0.6, top_p=0.95, seed=7)
+    engine.generate_from_embeds([embed_ids(wrapper, token_ids(wrapper, t)) for t in prompts], max_new_tokens=3,
+                                temperature=0.6, top_p=0.95, seed=7)
+    assert [(r[1].temperature, r[1].top_p) for r in stub.requests] == [(0.6, 0.95)] * 4
+    assert [r[1].seed for r in stub.requests] == [7 + 2, 7 + 3, 7 + 4, 7 + 5]
+    # EOS reported only as stop_reason is still counted, and a row is cut at its first EOS.
+    eos = wrapper.eos_token_ids[0]
+    rows = [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=(5, 6), finish_reason="stop",
+                                                                 stop_reason=eos)]),
+            types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=(5, eos, 6), finish_reason="length",
+                                                                 stop_reason=None)])]
+    monkeypatch.setattr(engine.llm, "generate", lambda *a, **k: rows)
+    gen = engine.generate_texts(prompts, max_new_tokens=3, temperature=0, top_p=1.0)
+    assert gen.token_ids == [[5, 6, eos], [5, eos]] and gen.num_tokens == [3, 2]
+
+
+def test_without_vllm_the_engine_and_cli_fail_in_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    with pytest.raises(VLLMUnavailable) as err:
+        VLLMEngine("/models/x", None, [0])
+    assert str(err.value) == INSTALL_HINT and "\n" not in INSTALL_HINT
+    # vLLM importable but no CUDA GPU: one line too.
+    monkeypatch.setitem(sys.modules, "vllm", stub_vllm_module(lambda path: None))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(run.UsageError, match="CUDA GPU"):
+        run.validate(run.parse_args(["--use_vllm"]))
+    with pytest.raises(run.UsageError, match="gpu_memory_utilization"):
+        run.validate(run.parse_args(["--use_vllm", "--gpu_memory_utilization", "1.5"]))
+
+
+def test_run_py_use_vllm_end_to_end_on_the_stand_in(tiny_model_dir, data_dir, tmp_path, monkeypatch, capsys):
+    """run.py --use_vllm with the stand-in module: same result files and greedy outputs as the HF path for the
+    baseline (its HF weights are never loaded), latent_mas through the embeddings path, the settings recorded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = {}
+
+    def wrapper_for_path(path):
+        if path not in loaded:
+            loaded[path] = ModelWrapper(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path))
+        return loaded[path]
+
+    common = ["--model_name", tiny_model_dir, "--data_dir", str(data_dir), "--task", "gsm8k", "--max_samples", "2",
+              "--max_new_tokens", "4", "--temperature", "0", "--generate_bs", "2", "--quiet", "--device", "cpu"]
+    assert run.main([*common, "--method", "baseline", "--output_dir", str(tmp_path / "hf")]) == 0
+    stub = stub_vllm_module(wrapper_for_path)
+    monkeypatch.setitem(sys.modules, "vllm", stub)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    out = tmp_path / "vllm"
+    assert run.main([*common, "--method", "baseline", "latent_mas", "--latent_steps", "2", "--use_vllm",
+                     "--gpu_memory_utilization", "0.4", "--output_dir", str(out)]) == 0
+    assert stub.built[0]["enable_prompt_embeds"] and stub.built[0]["gpu_memory_utilization"] == 0.4
+    read = lambda d: [json.loads(l) for l in (d / "predictions.jsonl").read_text().splitlines()]
+    hf = read(tmp_path / "hf")
+    ours = read(out)
+    base = [r for r in ours if r["method"] == "baseline"]
+    assert [(r["final_text"], r["output_tokens"], r["prediction"]) for r in base] == [
+        (r["final_text"], r["output_tokens"], r["prediction"]) for r in hf]
+    latent = [r for r in ours if r["method"] == "latent_mas"]
+    assert len(latent) == 2 and all(1 <= r["judger_output_tokens"] <= 4 and r["latent_steps"] == 6 for r in latent)
+    assert any("prompt_embeds" in req for req, _ in stub.requests)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["settings"]["use_vllm"]
+    assert summary["settings"]["vllm"]["enable_prompt_embeds"] and summary["settings"]["versions"]["vllm"] == "stub"
+
+
+def test_baseline_alone_with_vllm_loads_no_hf_weights(tiny_model_dir):
+    wrapper = ModelWrapper.without_weights(tiny_model_dir)
+    assert wrapper.device.type == "meta" and wrapper.eos_token_ids
+    assert wrapper.kv_bytes_per_position() > 0 and wrapper.render_chat([{"role": "user", "content": "hi"}])
+
+
+# ------------------------------------------------------------------------------------------------- real models
+
+@pytest.mark.slow
+def test_smollm2_embeds_path_equals_token_prompt():
+    """Acceptance 3 on a real model (packaged SmolLM2-135M-Instruct, its own chat template)."""
+    wrapper = ModelWrapper.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct", device="cpu")
+    messages = judger_messages("Natalia sold 48 clips in April and half as many in May. How many in total?")
+    prefix, rest = split_user_turn(wrapper, messages)
+    assert prefix.endswith("user\n") and prefix + rest == wrapper.render_chat(messages)
+    agent = token_ids(wrapper, wrapper.render_chat(PromptBook.load().messages("planner", "48 + 24?", "number")))
+    thought_ids = token_ids(wrapper, " First find May's sales: half of 48 is 24. Then add 48 and 24.")
+    row = judger_embeds(wrapper, messages, [Segment(agent, embed_ids(wrapper, thought_ids))])
+    known = token_ids(wrapper, prefix) + agent + thought_ids + token_ids(wrapper, rest)
+    by_embeds = wrapper.generate_embeds([row], max_new_tokens=40, temperature=0)
+    by_ids = wrapper.generate(torch.tensor([known]), torch.ones(1, len(known), dtype=torch.long), max_new_tokens=40,
+                              temperature=0)
+    assert by_embeds.texts == by_ids.texts and by_embeds.num_tokens == by_ids.num_tokens
+
+
+def _gpu_vllm():
+    pytest.importorskip("vllm", reason="vLLM not installed (GPU machines only)")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+
+
+def test_stock_vllm_against_hf_on_a_packaged_model():
+    """GPU only: stock vLLM greedy vs HF greedy on the default packaged model, and vLLM's prompt-embeds input
+    (plain token embeddings) vs its token input. scripts/vllm_check.py measures the same on GSM8K, with timings."""
+    _gpu_vllm()
+    from vllm_backend import vllm_dtype
+
+    wrapper = ModelWrapper.from_pretrained(run.DEFAULT_MODEL, device="cuda:0")
+    engine = VLLMEngine(wrapper.source.path, wrapper.tokenizer, wrapper.eos_token_ids, gpu_memory_utilization=0.5,
+                        enable_prompt_embeds=True, dtype=vllm_dtype("auto", wrapper.model.dtype))
+    prompts = [wrapper.render_chat(PromptBook.load().messages("single", it["question"], "number")) for it in ITEMS]
+    kw = dict(max_new_tokens=48, temperature=0, top_p=1.0)
+    hf = wrapper.generate(*wrapper.encode(prompts), **kw)
+    by_ids = engine.generate_texts(prompts, **kw)
+    by_embeds = engine.generate_from_embeds([embed_ids(wrapper, token_ids(wrapper, p)) for p in prompts], **kw)
+    assert by_embeds.token_ids == by_ids.token_ids
+    agree = [sum(1 for _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(a, b))) / max(len(a), len(b))
+             for a, b in zip(hf.token_ids, by_ids.token_ids)]
+    assert sum(agree) / len(agree) > 0.5, agree

@@ -1,0 +1,262 @@
+"""Optional vLLM decoding (`run.py --use_vllm`) and the judger's prompt-embedding assembly.
+
+Stock vLLM takes prompt embeddings: `LLM(..., enable_prompt_embeds=True)`, then `LLM.generate` with
+`{"prompt_embeds": tensor [T, d]}` prompts (`vllm.inputs.EmbedsPrompt`). That input arrived in vLLM 0.9.0 for the
+V0 engine (vllm-project/vllm#15428) and was ported to the V1 engine by vllm-project/vllm#24278 (September 2025);
+0.11.0, the first V1-only release, documents it, so requirements-vllm.txt asks for vllm>=0.11.0. No patched vLLM
+is needed, unlike the reference's fast path (whose users met "inputs must be a string, TextPrompt, or
+TokensPrompt").
+
+- baseline and text_mas: `VLLMEngine.generate_texts` decodes the rendered prompts, tokenized by the HF tokenizer
+  exactly as the HF path tokenizes them (`{"prompt_token_ids": ...}` prompts), with the same temperature, top-p,
+  token budget and EOS ids, and returns a `models.Generation` whose token counts run up to and including EOS.
+- latent_mas: the thinkers roll out their latent thoughts on the HF model (models.ModelWrapper.latent_rollout, the
+  same code and KV hand-off as the HF path). The judger is then decoded by vLLM from prompt embeddings built by
+  `judger_embeds`: the judger prompt's token embeddings, with every earlier agent's prompt embeddings and the
+  aligned latent vectors it was fed spliced in right after the judger's user-turn header (where the reference
+  splices them). The header is found from the tokenizer's own chat template (`bridge.split_user_turn`), not from a
+  Qwen string; every row is its own [T_i, d] tensor, never padded with zero vectors.
+
+This re-prefills the agents' memory from embeddings, as the reference does, instead of handing the KV cache over:
+each agent's prompt and thoughts take new positions after the judger's header, so vLLM judger outputs are not
+expected to equal the HF latent path token for token. `ModelWrapper.generate_embeds` decodes the same embedding
+sequences on HF (and `HFEngine` exposes it behind the engine interface), which is how the assembly is tested on CPU.
+
+Only `VLLMEngine` imports vllm, and only when it is built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from bridge import split_user_turn
+from models import Generation, ModelWrapper, make_generator
+
+INSTALL_HINT = "--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)"
+
+
+class VLLMUnavailable(Exception):
+    """vLLM or a CUDA GPU is missing; the message is one line for the CLI."""
+
+
+def vllm_problem() -> str | None:
+    """Why --use_vllm cannot run here (one line), or None. Does not import vllm."""
+    if importlib.util.find_spec("vllm") is None:
+        return INSTALL_HINT
+    if not torch.cuda.is_available():
+        return "--use_vllm needs a CUDA GPU, and torch sees none; run without --use_vllm (HF backend)"
+    return None
+
+
+# ------------------------------------------------------------------------------------------- embedding assembly
+
+@dataclass
+class Segment:
+    """One earlier agent's contribution to the judger's prompt embeddings, for one row.
+
+    ids:      the agent's prompt tokens, left padding removed ([] when only its thoughts are kept)
+    thoughts: [k, d] the aligned latent vectors the agent was fed (realign(h) in the model's dtype), or None
+    """
+
+    ids: list[int]
+    thoughts: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids) + (0 if self.thoughts is None else int(self.thoughts.shape[0]))
+
+    def latent_only(self) -> "Segment":
+        return Segment([], self.thoughts)
+
+
+def token_ids(model: ModelWrapper, text: str) -> list[int]:
+    """Tokens of a rendered text, as ModelWrapper.encode makes them (special tokens come from the template)."""
+    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@torch.no_grad()
+def embed_ids(model: ModelWrapper, ids: Sequence[int]) -> torch.Tensor:
+    """[T, d] effective input embeddings of token ids (the embedding module is called, so scaling such as
+    Gemma's sqrt(d) is included), in the model's dtype, on its input device."""
+    embed = model.model.get_input_embeddings()
+    return embed(torch.as_tensor(list(ids), dtype=torch.long, device=embed.weight.device))
+
+
+@torch.no_grad()
+def rollout_segments(model: ModelWrapper, input_ids: torch.Tensor, mask: torch.Tensor,
+                     hidden: Sequence[torch.Tensor]) -> list[Segment]:
+    """Per row of one latent_rollout: its prompt tokens without left padding and the thoughts that were fed.
+
+    hidden: latent_rollout(..., keep_hidden=True)'s per-step [B, d] states; the fed vector of a step is
+    realign(h) cast to the model's dtype (latent_rollout's default thought_fn), recomputed here bit for bit.
+    """
+    thoughts = (torch.stack([model.realign(h).to(model.model.dtype) for h in hidden], dim=1)
+                if len(hidden) else None)  # [B, k, d]
+    out = []
+    for row in range(input_ids.shape[0]):
+        ids = input_ids[row][mask[row].bool()].tolist()
+        out.append(Segment(ids, None if thoughts is None else thoughts[row]))
+    return out
+
+
+@torch.no_grad()
+def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[Segment]) -> torch.Tensor:
+    """The judger's prompt as input embeddings [T, d] for one row (no padding).
+
+    embed(prompt up to and including the last user-turn header) + for each segment in order: embed(its prompt
+    tokens) + its latent vectors, + embed(the rest of the prompt). The split point comes from the chat template
+    (bridge.split_user_turn). Without segments: the embeddings of the whole rendered prompt.
+    """
+    if not segments:
+        return embed_ids(model, token_ids(model, model.render_chat(messages)))
+    prefix, rest = split_user_turn(model, messages)
+    first = embed_ids(model, token_ids(model, prefix))
+    parts = [first]
+    for seg in segments:
+        if seg.ids:
+            parts.append(embed_ids(model, seg.ids))
+        if seg.thoughts is not None and seg.thoughts.shape[0]:
+            parts.append(seg.thoughts.to(device=first.device, dtype=first.dtype))
+    parts.append(embed_ids(model, token_ids(model, rest)))
+    return torch.cat(parts, dim=0)
+
+
+def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequence[int]) -> Generation:
+    """Generation from per-row generated token ids, exactly like the HF path: each row cut after its first EOS
+    (counted), text decoded with the same tokenizer and skip_special_tokens=True."""
+    eos = set(eos_token_ids)
+    texts, ids, counts = [], [], []
+    for row in rows:
+        row = list(row)
+        n = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
+        ids.append(row[:n])
+        counts.append(n)
+        texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+    return Generation(texts, ids, counts)
+
+
+# ----------------------------------------------------------------------------------------------------- engines
+
+class HFEngine:
+    """The engine interface on the HF model itself: `generate_texts` is Method.generate's HF decode, and
+    `generate_from_embeds` decodes prompt embeddings with ModelWrapper.generate_embeds. The CPU twin of
+    VLLMEngine (tests, scripts/vllm_check.py)."""
+
+    name = "hf"
+
+    def __init__(self, model: ModelWrapper) -> None:
+        self.model = model
+        self.generator: torch.Generator | None = None
+        self._seeded = False
+        self.calls: list[tuple[str, object]] = []  # ("texts", prompts) / ("embeds", [T_i, d] tensors), for tests
+
+    def _generator(self, seed: int | None):
+        if not self._seeded:  # one stream per engine, as Method keeps one generator per method
+            self.generator, self._seeded = make_generator(seed), True
+        return self.generator
+
+    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
+                       seed: int | None = None) -> Generation:
+        self.calls.append(("texts", list(prompts)))
+        ids, mask = self.model.encode(prompts)
+        return self.model.generate(ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                   generator=self._generator(seed))
+
+    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int, temperature: float,
+                             top_p: float, seed: int | None = None) -> Generation:
+        self.calls.append(("embeds", list(embeds)))
+        return self.model.generate_embeds(embeds, max_new_tokens=max_new_tokens, temperature=temperature,
+                                          top_p=top_p, generator=self._generator(seed))
+
+
+class VLLMEngine:
+    """Stock vLLM's offline `LLM`, decoding token-id prompts or prompt embeddings into `models.Generation`s.
+
+    model_path: the folder (or hub id) the HF model was loaded from (model_store.ModelSource.path), so both
+    backends read the same weights; tokenizer/eos_token_ids: the HF wrapper's, so prompts are tokenized and rows
+    stopped and counted as on the HF path. dtype: "bfloat16", "float16", "float32" or "auto".
+    Sampling: SamplingParams(temperature, top_p, max_tokens, seed, stop_token_ids); greedy when temperature is 0.
+    With a seed, row r of the run (counted over all calls) samples with seed + r: reproducible, independent of
+    the batch size, but not the HF path's random stream.
+    """
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer, eos_token_ids: Sequence[int], *, tensor_parallel_size: int = 1,
+                 gpu_memory_utilization: float = 0.9, enable_prefix_caching: bool = False,
+                 enable_prompt_embeds: bool = False, dtype: str = "auto", seed: int | None = 0,
+                 max_model_len: int | None = None, **llm_kwargs) -> None:
+        try:
+            import vllm
+        except ImportError:
+            raise VLLMUnavailable(INSTALL_HINT) from None
+        self.vllm = vllm
+        self.tokenizer = tokenizer
+        self.eos_token_ids = sorted(set(int(i) for i in eos_token_ids))
+        self.enable_prompt_embeds = enable_prompt_embeds
+        kwargs = dict(model=model_path, tokenizer=model_path, tensor_parallel_size=tensor_parallel_size,
+                      gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=enable_prefix_caching,
+                      dtype=dtype, seed=0 if seed is None else seed, **llm_kwargs)
+        if enable_prompt_embeds:
+            kwargs["enable_prompt_embeds"] = True
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        self.llm = vllm.LLM(**kwargs)
+        self.rows_done = 0  # rows decoded so far: per-row sampling seeds continue across calls
+
+    @property
+    def version(self) -> str:
+        return getattr(self.vllm, "__version__", "unknown")
+
+    def _params(self, rows: int, max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
+        greedy = temperature <= 0
+        params = []
+        for r in range(rows):
+            params.append(self.vllm.SamplingParams(
+                n=1, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
+                max_tokens=max_new_tokens, seed=None if (seed is None or greedy) else seed + self.rows_done + r,
+                stop_token_ids=list(self.eos_token_ids), skip_special_tokens=True))
+        self.rows_done += rows
+        return params
+
+    def _run(self, prompts: list[dict], max_new_tokens: int, temperature: float, top_p: float,
+             seed: int | None) -> Generation:
+        params = self._params(len(prompts), max_new_tokens, temperature, top_p, seed)
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        rows = []
+        for out in outputs:
+            completion = out.outputs[0]
+            ids = list(completion.token_ids)
+            # A stop token id is normally the last generated id; keep it counted (and cut there) if a version
+            # reports it only as stop_reason.
+            stop = getattr(completion, "stop_reason", None)
+            if (getattr(completion, "finish_reason", None) == "stop" and isinstance(stop, int)
+                    and stop in self.eos_token_ids and (not ids or ids[-1] != stop)):
+                ids.append(stop)
+            rows.append(ids)
+        return finish_rows(self.tokenizer, rows, self.eos_token_ids)
+
+    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
+                       seed: int | None = None) -> Generation:
+        """Decode rendered prompts, tokenized by the HF tokenizer exactly as ModelWrapper.encode does."""
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        return self._run([{"prompt_token_ids": list(row)} for row in ids], max_new_tokens, temperature, top_p, seed)
+
+    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int, temperature: float,
+                             top_p: float, seed: int | None = None) -> Generation:
+        """Decode prompt embeddings, one [T_i, d] tensor per row (unpadded), as vLLM EmbedsPrompts."""
+        if not self.enable_prompt_embeds:
+            raise RuntimeError("this VLLMEngine was built without enable_prompt_embeds=True")
+        prompts = [{"prompt_embeds": e.detach().to("cpu")} for e in embeds]
+        return self._run(prompts, max_new_tokens, temperature, top_p, seed)
+
+
+def vllm_dtype(dtype: str | None, model_dtype: torch.dtype | None = None) -> str:
+    """vLLM's dtype name for --dtype (auto follows the HF model's dtype, bf16 on CUDA, so both backends match)."""
+    if dtype and dtype != "auto":
+        return dtype
+    names = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+    return names.get(model_dtype, "bfloat16")

@@ -9,7 +9,7 @@ data=${2:-../shared/data}
 rm -rf "$out"
 for task in gsm8k arc_challenge mbppplus; do
   python run.py --method baseline text_mas latent_mas --task "$task" --max_samples 3 \
-      --model_name HuggingFaceTB/SmolLM2-135M-Instruct --data_dir "$data" --temperature 0 --max_new_tokens 256 \
+      --model_name HuggingFaceTB/SmolLM2-135M-Instruct --data_dir "$data" --temperature 0 --max_new_tokens 128 \
       --latent_steps 10 --generate_bs 3 --quiet --output_dir "$out/runs/$task"
 done
 python report.py "$out"/runs/* --out "$out/report"

@@ -1,0 +1,357 @@
+"""LatentMAS as a library: a thin layer over `methods/` and `models.py` for use inside other code.
+
+    from latentmas import LatentMAS
+
+    mas = LatentMAS(agents=["Qwen/Qwen2.5-Coder-0.5B-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"],
+                    topology="sequential", latent_steps=3, realign_scale=0.8)
+    result = mas.generate("Solve: If 3x + 7 = 22, what is x?", max_new_tokens=50)
+    print(result.text, result.output_tokens, result.seconds)
+
+When every agent is the same model (the paper's setting) `generate` runs `methods.latent_mas.LatentMASMethod`
+itself, so its output equals the CLI's (`run.py --method latent_mas`) on the same items and settings. When the
+agents are different models, agents of one model still hand their KV cache on exactly, and at each change of model
+the sender's latent thoughts cross through a training-free ridge bridge (bridge.py) as input embeddings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import torch
+
+from bridge import Bridge, fit_bridge, receive, split_user_turn
+from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
+from methods.latent_mas import LatentMASMethod
+from models import Generation, Memory, ModelWrapper, join_memories
+from prompts import ANSWER_FORMATS, PromptBook
+
+Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
+SEQUENTIAL_THINKERS = ("planner", "critic", "refiner")
+SPECIALISTS = ("math", "science", "code")
+NOT_ROLES = ("system", "latent_context", "text_context")
+
+
+@dataclass
+class MASResult:
+    """What `LatentMAS.generate` returns. Lists run over the questions, in order."""
+
+    texts: list[str]                       # the final agent's text per question
+    agents: list[list[AgentTrace]]         # every agent's trace per question (role, prompt, output, tokens, seconds)
+    output_tokens: list[int]               # tokens emitted per question (for LatentMAS: the final agent's only)
+    seconds: float                         # wall-clock seconds of the whole call
+    backend: str = "hf"
+
+    @property
+    def text(self) -> str:
+        """The final text of the first (for a single question: the only) question."""
+        return self.texts[0]
+
+    @property
+    def total_output_tokens(self) -> int:
+        return sum(self.output_tokens)
+
+
+def resolve_backend(backend: str) -> str:
+    """"auto" -> "vllm" when vLLM is importable and CUDA is available, else "hf"; checks an explicit choice."""
+    if backend not in ("auto", "hf", "vllm"):
+        raise ValueError(f"backend must be 'auto', 'hf' or 'vllm' (got {backend!r})")
+    have_vllm = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    if backend == "vllm" and not have_vllm:
+        raise ValueError("backend='vllm' needs vLLM and a CUDA GPU: pip install -r requirements-vllm.txt, "
+                         "or use backend='hf'")
+    if backend == "auto":
+        return "vllm" if have_vllm else "hf"
+    return backend
+
+
+class LatentMAS:
+    """A latent multi-agent system over one or several models.
+
+    agents: model ids/paths, loaded `ModelWrapper`s or (model, tokenizer) pairs, one per agent. An id given several
+        times (or the same wrapper/model object) is loaded once and shared, as in the paper.
+    topology: "sequential" (every agent but the last thinks in latent steps and hands its memory on; the last one
+        writes the answer) or "hierarchical" (independent specialists, then an aggregator over their memories).
+    latent_steps: latent thoughts per thinking agent.
+    realign_scale: None for the paper's norm matching of each aligned vector to the mean input-embedding norm; a
+        number multiplies the aligned vector instead (set on every agent's wrapper; the bridge uses the receiver's).
+    hierarchy_config: {"specialists": [agent indices], "aggregator": index, "aggregation": "concat"}; "concat"
+        joins the specialists' memories for the aggregator. Default: all agents but the last are specialists.
+    roles: one prompt role per agent (keys of the PromptBook: planner, critic, refiner, judger, math, science,
+        code, summarizer, single, or your own from `prompts`). Defaults: sequential -> planner/critic/refiner
+        cycled over the thinkers and judger last (4 agents: the paper's chain); hierarchical -> math/science/code
+        cycled over the specialists and summarizer for the aggregator.
+    backend: "auto", "hf" or "vllm" (see `resolve_backend`).
+    latent_space_realign, realign_lambda, think, device, dtype: as the CLI flags of the same names.
+    prompts: a `PromptBook` (default: the CLI's defaults), so texts match `run.py`.
+    latent_only, sequential_info_only: the CLI's memory ablations (same-model agents only).
+    bridge_lambda, bridge_holdout, evaluate_bridges: the ridge lambda of cross-model bridges, the seeded share of
+        shared tokens held out of the fit, and whether fitting also measures held-out nearest-neighbour accuracy
+        (`mas.bridge(i, j).report`).
+
+    Setting realign options writes them onto the wrappers, including wrappers you pass in.
+    """
+
+    def __init__(
+        self,
+        agents: Sequence[Agent],
+        topology: str = "sequential",
+        latent_steps: int = 10,
+        realign_scale: float | None = None,
+        hierarchy_config: dict | None = None,
+        backend: str = "auto",
+        *,
+        roles: Sequence[str] | None = None,
+        latent_space_realign: bool = False,
+        realign_lambda: float = 1e-5,
+        think: bool = False,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        prompts: PromptBook | None = None,
+        latent_only: bool = False,
+        sequential_info_only: bool = False,
+        bridge_lambda: float = 1e-5,
+        bridge_holdout: float = 0.1,
+        evaluate_bridges: bool = False,
+    ) -> None:
+        if not agents:
+            raise ValueError("LatentMAS needs at least one agent")
+        if topology not in ("sequential", "hierarchical"):
+            raise ValueError(f"topology must be 'sequential' or 'hierarchical' (got {topology!r})")
+        if latent_steps < 0:
+            raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
+        self.backend = resolve_backend(backend)
+        if self.backend == "vllm":
+            if backend == "vllm":
+                raise NotImplementedError("the vLLM backend is not available in this version yet; use backend='hf'")
+            warnings.warn("vLLM is installed but the vLLM backend is not available in this version yet; using 'hf'")
+            self.backend = "hf"
+        self.topology, self.latent_steps = topology, latent_steps
+        self.prompts = prompts or PromptBook.load()
+        self.latent_only, self.sequential_info_only = latent_only, sequential_info_only
+        self.bridge_lambda, self.bridge_holdout, self.evaluate_bridges = bridge_lambda, bridge_holdout, evaluate_bridges
+        self.agents = self._load(agents, device=device, dtype=dtype, think=think)
+        for model in self.models:
+            model.realign_scale = realign_scale
+            if (model.latent_space_realign, model.realign_lambda) != (latent_space_realign, realign_lambda):
+                model.latent_space_realign, model.realign_lambda = latent_space_realign, realign_lambda
+                model._realign_matrix = None  # recomputed lazily with the new settings
+        self.specialists, self.aggregator = self._hierarchy(hierarchy_config)
+        self.roles = self._roles(roles)
+        if not self.same_model and (latent_only or sequential_info_only):
+            raise ValueError("latent_only / sequential_info_only apply to agents of one model only")
+        self._bridges: dict[tuple[int, int], Bridge] = {}
+
+    # --------------------------------------------------------------------------------------------- set-up
+
+    @staticmethod
+    def _load(agents: Sequence[Agent], **load_kwargs) -> list[ModelWrapper]:
+        """One wrapper per agent; the same id, wrapper or model object maps to one shared wrapper."""
+        loaded: dict[Any, ModelWrapper] = {}
+        out = []
+        for agent in agents:
+            if isinstance(agent, ModelWrapper):
+                key, make = id(agent), lambda a=agent: a
+            elif isinstance(agent, str):
+                key, make = agent, lambda a=agent: ModelWrapper.from_pretrained(a, **load_kwargs)
+            elif isinstance(agent, (tuple, list)) and len(agent) == 2:
+                key, make = id(agent[0]), lambda a=agent: ModelWrapper(a[0], a[1], think=load_kwargs["think"])
+            else:
+                raise TypeError(f"an agent is a model id, a ModelWrapper or a (model, tokenizer) pair, not {type(agent).__name__}")
+            if key not in loaded:
+                loaded[key] = make()
+            out.append(loaded[key])
+        return out
+
+    @property
+    def models(self) -> list[ModelWrapper]:
+        """The distinct loaded models, in order of first use."""
+        return list({id(m): m for m in self.agents}.values())
+
+    @property
+    def same_model(self) -> bool:
+        return len(self.models) == 1
+
+    def _hierarchy(self, config: dict | None) -> tuple[list[int], int]:
+        n = len(self.agents)
+        if self.topology == "sequential":
+            if config is not None:
+                raise ValueError("hierarchy_config applies to topology='hierarchical' only")
+            return list(range(n - 1)), n - 1
+        config = dict(config or {})
+        unknown = sorted(set(config) - {"specialists", "aggregator", "aggregation"})
+        if unknown:
+            raise ValueError(f"hierarchy_config: unknown keys {unknown}; known: specialists, aggregator, aggregation")
+        aggregation = config.get("aggregation", "concat")
+        if aggregation != "concat":
+            raise ValueError(f"hierarchy_config: aggregation {aggregation!r} is not supported; the only one is "
+                             "'concat' (the specialists' memories joined for the aggregator)")
+        aggregator = config.get("aggregator", n - 1)
+        specialists = list(config.get("specialists", [i for i in range(n) if i != aggregator]))
+        if sorted(specialists + [aggregator]) != list(range(n)):
+            raise ValueError(f"hierarchy_config: specialists {specialists} and aggregator {aggregator} must use each "
+                             f"of the {n} agents (indices 0..{n - 1}) exactly once")
+        if not specialists:
+            raise ValueError("hierarchy_config: a hierarchy needs at least one specialist")
+        return specialists, aggregator
+
+    def _roles(self, roles: Sequence[str] | None) -> list[str]:
+        n = len(self.agents)
+        if roles is None:
+            names = SEQUENTIAL_THINKERS if self.topology == "sequential" else SPECIALISTS
+            out = [""] * n
+            for k, i in enumerate(self.specialists):
+                out[i] = names[k % len(names)]
+            out[self.aggregator] = "judger" if self.topology == "sequential" else "summarizer"
+            return out
+        roles = list(roles)
+        if len(roles) != n:
+            raise ValueError(f"roles has {len(roles)} entries for {n} agents")
+        bad = [r for r in roles if r not in self.prompts.texts or r in NOT_ROLES]
+        if bad:
+            known = sorted(k for k in self.prompts.texts if k not in NOT_ROLES)
+            raise ValueError(f"unknown roles {bad}; known: {known}")
+        return roles
+
+    def bridge(self, sender: int, receiver: int) -> Bridge:
+        """The bridge from agent `sender`'s model to agent `receiver`'s model (fitted once, on first use)."""
+        a, b = self.agents[sender], self.agents[receiver]
+        return self._bridge(a, b)
+
+    def _bridge(self, sender: ModelWrapper, receiver: ModelWrapper) -> Bridge:
+        key = (id(sender), id(receiver))
+        if key not in self._bridges:
+            self._bridges[key] = fit_bridge(sender, receiver, lam=self.bridge_lambda, holdout=self.bridge_holdout,
+                                            evaluate=self.evaluate_bridges)
+        return self._bridges[key]
+
+    # ---------------------------------------------------------------------------------------------- generate
+
+    def generate(
+        self,
+        question_or_questions: str | Sequence[str],
+        max_new_tokens: int = 512,
+        temperature: float = 0.6,
+        top_p: float = 0.95,
+        seed: int | None = 42,
+        answer_kind: str = "number",
+        batch_size: int | None = None,
+    ) -> MASResult:
+        """Run the agents on one question or a list of questions.
+
+        temperature 0 is greedy; the defaults (0.6, top-p 0.95, seed 42) are the CLI's. answer_kind picks the
+        answer instruction ("number", "integer", "choice", "code"). batch_size: questions per batch (default all
+        at once; the CLI's --generate_bs is 20).
+        """
+        if answer_kind not in ANSWER_FORMATS:
+            raise ValueError(f"answer_kind must be one of {sorted(ANSWER_FORMATS)} (got {answer_kind!r})")
+        questions = [question_or_questions] if isinstance(question_or_questions, str) else list(question_or_questions)
+        items = [{"question": q} for q in questions]
+        settings = MethodSettings(
+            topology=self.topology, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            latent_steps=self.latent_steps, latent_only=self.latent_only,
+            sequential_info_only=self.sequential_info_only)
+        runner = self._same_model_method(settings) if self.same_model else BridgedLatentMAS(self, settings)
+        size = batch_size or max(len(items), 1)
+        start = time.perf_counter()
+        outs: list[ItemOutput] = []
+        for i in range(0, len(items), size):
+            outs += runner.run_batch(items[i:i + size], answer_kind)
+        seconds = time.perf_counter() - start
+        return MASResult([o.final_text for o in outs], [o.agents for o in outs], [o.output_tokens for o in outs],
+                         seconds, self.backend)
+
+    def _same_model_method(self, settings: MethodSettings) -> LatentMASMethod:
+        """The CLI's LatentMASMethod on the one shared model, with this system's roles."""
+        method = LatentMASMethod(self.agents[0], settings, self.prompts)
+        method.workers = [self.roles[i] for i in self.specialists]
+        method.final_role = self.roles[self.aggregator]
+        return method
+
+
+class BridgedLatentMAS:
+    """LatentMAS over agents of different models (used by `LatentMAS.generate` when the models differ).
+
+    Sequential: consecutive agents of one model share one KV memory, exactly as LatentMASMethod. At a change of
+    model the memory cannot cross; the latent thoughts of the previous model's agents (the hidden states that
+    produced them, [B, k, d_s]) are bridged to the new model and spliced into its first agent's prompt.
+    Hierarchical: specialists think independently; those of the aggregator's model hand over their memories
+    (joined, as LatentMASMethod does), the others their bridged thoughts, spliced in the order of the specialists.
+    """
+
+    def __init__(self, mas: LatentMAS, settings: MethodSettings) -> None:
+        self.mas, self.settings = mas, settings
+        # One method per model for its decode settings and sampling generator, as the CLI would set them.
+        self.methods = {id(m): LatentMASMethod(m, settings, mas.prompts) for m in mas.models}
+
+    def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
+        traces: list[list[AgentTrace]] = [[] for _ in items]
+        if self.settings.topology == "hierarchical":
+            gen = self._hierarchical(items, answer_kind, traces)
+        else:
+            gen = self._sequential(items, answer_kind, traces)
+        return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
+
+    def _sequential(self, items: list[dict], kind: str, traces: list[list[AgentTrace]]) -> Generation:
+        agents = self.mas.agents
+        memory: Memory | None = None
+        segment: list[torch.Tensor] = []  # latent thoughts of the current model's run of agents
+        for i, model in enumerate(agents):
+            thoughts = None
+            if i and model is not agents[i - 1]:
+                thoughts = self._cross(agents[i - 1], model, segment)
+                memory, segment = None, []
+            memory, hidden, gen = self._agent(i, items, kind, memory, thoughts, traces)
+            if hidden is not None:
+                segment.append(hidden)
+        return gen
+
+    def _hierarchical(self, items: list[dict], kind: str, traces: list[list[AgentTrace]]) -> Generation:
+        agents, top = self.mas.agents, self.mas.aggregator
+        memories, bridged = [], []
+        for s in self.mas.specialists:
+            memory, hidden, _ = self._agent(s, items, kind, None, None, traces)
+            if agents[s] is agents[top]:
+                memories.append(memory)
+            elif hidden is not None:
+                bridged.append(self._cross(agents[s], agents[top], [hidden]))
+        memory = join_memories(memories, agents[top].config) if memories else None
+        thoughts = torch.cat(bridged, dim=1) if bridged else None
+        return self._agent(top, items, kind, memory, thoughts, traces)[2]
+
+    def _cross(self, sender: ModelWrapper, receiver: ModelWrapper, segment: list[torch.Tensor]) -> torch.Tensor | None:
+        """The sender's thoughts [B, k, d_s] as receiver input embeddings [B, k, d_r] (None when there are none)."""
+        if not segment:
+            return None
+        return self.mas._bridge(sender, receiver)(torch.cat(segment, dim=1), scale=receiver.realign_scale)
+
+    def _agent(self, index: int, items: list[dict], kind: str, memory: Memory | None, thoughts: torch.Tensor | None,
+               traces: list[list[AgentTrace]]) -> tuple[Memory | None, torch.Tensor | None, Generation | None]:
+        """One agent: receive memory and/or bridged thoughts, then think (returns its thoughts' hidden states
+        [B, steps, d]) or, for the final agent, decode (returns the Generation)."""
+        model, role = self.mas.agents[index], self.mas.roles[index]
+        final = index == self.mas.aggregator
+        steps = 0 if final else self.settings.latent_steps
+        latent = memory is not None or thoughts is not None
+        messages = [self.mas.prompts.messages(role, item["question"], kind, None, latent) for item in items]
+        seconds: list[float] = []
+        hidden, gen = None, None
+        with timed(len(items), seconds):
+            memory, texts = receive(model, messages, thoughts, memory)
+            if final:
+                gen = self.methods[id(model)].generate(texts, memory)
+            else:
+                memory, kept = model.latent_rollout(*model.encode(texts), steps, memory, keep_hidden=True)
+                hidden = torch.stack(kept, dim=1) if kept else None
+        name = f"{role.title()} ({model.name.rstrip('/').split('/')[-1]})"
+        for i, trace in enumerate(traces):
+            shown = model.render_chat(messages[i])
+            if thoughts is not None:
+                prefix, rest = split_user_turn(model, messages[i])
+                shown = f"{prefix}[{thoughts.shape[1]} bridged latent vectors]{rest}"
+            trace.append(AgentTrace(name, role, shown, gen.texts[i] if gen else "", gen.num_tokens[i] if gen else 0,
+                                    steps, seconds[0]))
+        return memory, hidden, gen

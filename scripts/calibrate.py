@@ -1,0 +1,284 @@
+"""Calibrate LatentMAS on a development slice: sweep latent_steps x realignment, pick the best setting.
+
+    python scripts/calibrate.py --model_name Qwen/Qwen2.5-Coder-0.5B-Instruct --task gsm8k --data_dir ../shared/data \
+        --dev_samples 20 --latent_steps 0 5 10 20 40 --realign off on --output_dir calibration/gsm8k
+    python run.py --settings_file calibration/gsm8k/best_settings.json --task gsm8k --max_samples 100 [...]
+
+The model is loaded once. The development slice is the LAST --dev_samples items of the split, because run.py
+evaluates the FIRST --max_samples items: a run keeps clear of the slice as long as max_samples <= split size -
+dev_samples (--test_samples M refuses a slice that would overlap the first M items; run.py notes any overlap and
+records it in summary.json as calibration_overlap_items).
+
+Every setting runs latent_mas through methods.runner (the same batch loop, scoring and trace as run.py) and writes
+OUT/<setting>/predictions.jsonl and OUT/<setting>/summary.json. Then:
+- OUT/calibration.md: one table row per setting (accuracy, output tokens, seconds).
+- OUT/calibration.png: accuracy, output tokens per item and seconds per item against latent_steps, one line per
+  realignment setting, the chosen setting starred.
+- OUT/best_settings.json: {"latent_steps": m, "latent_space_realign": bool, "calibration": {...}}; run.py
+  --settings_file applies the two flags and ignores the "calibration" record (task, model, dev slice, the fixed
+  settings of the sweep, every row's metrics).
+Selection rule: highest accuracy; ties go to fewer output tokens, then fewer seconds, then the earlier setting in
+sweep order (--latent_steps in the order given, and for each, --realign in the order given: by default fewer steps
+and realignment off first). With latent_steps 0 realignment has nothing to act on, so "0 / on" reuses the
+"0 / off" run when both are asked for.
+
+Fixed settings (topology, max_new_tokens, temperature, ...) take run.py's flags and defaults; use the ones the test
+run will use. Greedy decoding (--temperature 0) makes a small slice less noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from run import DEFAULT_MODEL, OneLineParser, UsageError, write_json  # noqa: E402
+
+SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
+                  "in sweep order")
+# Settings that must match for --resume to reuse a setting's predictions.
+FIXED_KEYS = ("task", "split", "model_name", "prompt", "dev_samples", "max_new_tokens", "temperature", "top_p",
+              "seed", "realign_lambda", "think", "latent_only", "sequential_info_only", "chain_specialists",
+              "system_prompt", "prompt_file", "dtype")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description="Sweep latent_steps x realignment for latent_mas on a development slice.")
+    p.add_argument("--model_name", default=DEFAULT_MODEL)
+    p.add_argument("--task", default="gsm8k")
+    p.add_argument("--split", default="test")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--prompt", default="sequential", choices=["sequential", "hierarchical"])
+    p.add_argument("--dev_samples", type=int, default=20, help="the last N items of the split")
+    p.add_argument("--test_samples", type=int, default=None,
+                   help="refuse a dev slice that overlaps the first M items (the test run's --max_samples)")
+    p.add_argument("--latent_steps", type=int, nargs="+", default=[0, 5, 10, 20, 40])
+    p.add_argument("--realign", nargs="+", choices=["off", "on"], default=["off", "on"],
+                   help="latent_space_realign settings to sweep")
+    p.add_argument("--realign_lambda", type=float, default=1e-5)
+    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the paper's budget for the task")
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--generate_bs", type=int, default=20)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    p.add_argument("--think", action="store_true")
+    p.add_argument("--latent_only", action="store_true")
+    p.add_argument("--sequential_info_only", action="store_true")
+    p.add_argument("--chain_specialists", action="store_true")
+    p.add_argument("--system_prompt", default=None)
+    p.add_argument("--prompt_file", default=None)
+    p.add_argument("--output_dir", default=None, help="default calibration/<task>-<prompt>-<model>-<time>")
+    p.add_argument("--resume", action="store_true", help="reuse finished settings in --output_dir")
+    p.add_argument("--trace", action="store_true", help="print the per-problem trace")
+    return p
+
+
+def validate(args: argparse.Namespace) -> None:
+    if args.dev_samples < 1:
+        raise UsageError(f"--dev_samples must be >= 1 (got {args.dev_samples})")
+    if min(args.latent_steps) < 0:
+        raise UsageError("--latent_steps values must be >= 0")
+    if len(set(args.latent_steps)) != len(args.latent_steps) or len(set(args.realign)) != len(args.realign):
+        raise UsageError("--latent_steps and --realign must not repeat a value")
+    if args.generate_bs < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
+        raise UsageError("--generate_bs and --max_new_tokens must be >= 1")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.resume and not args.output_dir:
+        raise UsageError("--resume needs the --output_dir of the calibration to continue")
+
+
+def setting_name(steps: int, realign: bool) -> str:
+    return f"steps{steps}-realign_{'on' if realign else 'off'}"
+
+
+def dev_slice(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """The last --dev_samples items of the split and where they sit in it."""
+    from data import load_task
+
+    items = load_task(args.task, split=args.split, data_dir=args.data_dir)
+    if args.dev_samples >= len(items):
+        raise UsageError(f"--dev_samples {args.dev_samples} leaves no test items: {args.task} has {len(items)}")
+    first = len(items) - args.dev_samples
+    if args.test_samples is not None and args.test_samples > first:
+        raise UsageError(f"the dev slice (items {first}-{len(items) - 1}) overlaps the first {args.test_samples} "
+                         f"test items; use --dev_samples <= {len(items) - args.test_samples}")
+    info = {"split": args.split, "split_size": len(items), "first_index": first, "last_index": len(items) - 1,
+            "n": args.dev_samples, "ids": [item.get("id") for item in items[first:]]}
+    return items[first:], info
+
+
+def choose(rows: list[dict]) -> dict:
+    """The selection rule (SELECTION_RULE): rows are in sweep order, min() keeps the first of equal keys."""
+    return min(rows, key=lambda r: (-r["accuracy"], r["total_output_tokens"], r["seconds"]))
+
+
+def table(rows: list[dict], best: dict, header: dict) -> str:
+    lines = [f"# LatentMAS calibration: {header['task']} ({header['prompt']}), {header['model_name']}", "",
+             f"Dev slice: the last {header['dev_slice']['n']} items of the {header['dev_slice']['split']} split "
+             f"(indices {header['dev_slice']['first_index']}-{header['dev_slice']['last_index']} of "
+             f"{header['dev_slice']['split_size']}). Fixed: " +
+             ", ".join(f"{k}={v}" for k, v in header["fixed"].items()) + ".", "",
+             f"Selection: {SELECTION_RULE}.", "",
+             "| latent_steps | realign | accuracy | correct | output tokens (total) | output tokens / item | "
+             "seconds | seconds / item | |",
+             "|---:|:---:|---:|---:|---:|---:|---:|---:|:---|"]
+    for r in rows:
+        mark = "**best**" if r is best else ("same run as realign off" if r.get("shared") else "")
+        lines.append(f"| {r['latent_steps']} | {'on' if r['latent_space_realign'] else 'off'} | "
+                     f"{r['accuracy']:.3f} | {r['correct']}/{r['n']} | {r['total_output_tokens']} | "
+                     f"{r['avg_output_tokens']:.1f} | {r['seconds']:.2f} | {r['seconds_per_item']:.3f} | {mark} |")
+    lines += ["", f"Best: latent_steps={best['latent_steps']}, latent_space_realign={best['latent_space_realign']} "
+                  "(best_settings.json; `python run.py --settings_file best_settings.json ...`)."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], best: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("accuracy", "accuracy"), ("avg_output_tokens", "output tokens / item"),
+              ("seconds_per_item", "seconds / item")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        for realign, style in ((False, "o-"), (True, "s--")):
+            sub = sorted((r for r in rows if r["latent_space_realign"] == realign), key=lambda r: r["latent_steps"])
+            if sub:
+                ax.plot([r["latent_steps"] for r in sub], [r[key] for r in sub], style,
+                        label=f"realign {'on' if realign else 'off'}")
+        ax.plot([best["latent_steps"]], [best[key]], "*", color="crimson", markersize=16, label="chosen")
+        if key == "accuracy":
+            ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("latent_steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    validate(args)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from data import get_task
+    from prompts import PromptBook
+
+    task = get_task(args.task)
+    prompts = PromptBook.load(args.prompt_file, args.system_prompt)
+    items, dev = dev_slice(args)
+    max_new_tokens = args.max_new_tokens or task.max_new_tokens
+    fixed = {k: (max_new_tokens if k == "max_new_tokens" else getattr(args, k)) for k in FIXED_KEYS}
+    model_tag = Path(args.model_name).name
+    out = Path(args.output_dir or f"calibration/{args.task}-{args.prompt}-{model_tag}-"
+                                  f"{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    sweep_file = out / "sweep.json"
+    if args.resume:
+        if not sweep_file.exists():
+            raise UsageError(f"--resume: {sweep_file} not found; is {out} a calibration folder?")
+        old = json.loads(sweep_file.read_text()).get("fixed", {})
+        diff = [k for k in FIXED_KEYS if old.get(k) != fixed.get(k)]
+        if diff:
+            raise UsageError(f"--resume: {out} was made with {diff[0]}={old.get(diff[0])!r} (now {fixed[diff[0]]!r})")
+    elif out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; pass --resume to continue it or choose another --output_dir")
+
+    import torch
+
+    from methods import LatentMASMethod, MethodSettings
+    from methods.runner import read_predictions, run_method, summarize
+    from models import ModelWrapper, library_versions
+
+    torch.manual_seed(args.seed)
+    base = ModelWrapper.from_pretrained(args.model_name, device=args.device, dtype=args.dtype,
+                                        realign_lambda=args.realign_lambda, think=args.think)
+    # One loaded model, two wrappers: realignment off (identity) and on (ridge W_a), each caching its own matrix.
+    wrappers = {False: base, True: ModelWrapper(base.model, base.tokenizer, name=args.model_name, source=base.source,
+                                                latent_space_realign=True, realign_lambda=args.realign_lambda,
+                                                think=args.think)}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(sweep_file, {"fixed": fixed, "dev_slice": dev, "latent_steps": args.latent_steps,
+                            "realign": args.realign})
+
+    rows: list[dict] = []
+    runs: dict[tuple[int, bool], dict] = {}
+    for steps in args.latent_steps:
+        for realign in (r == "on" for r in args.realign):
+            if steps == 0 and realign and (0, False) in runs:
+                rows.append({**runs[(0, False)], "latent_space_realign": True, "shared": True})
+                continue
+            name = setting_name(steps, realign)
+            folder = out / name
+            folder.mkdir(exist_ok=True)
+            settings = MethodSettings(
+                topology=args.prompt, max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                seed=args.seed, latent_steps=steps, latent_only=args.latent_only,
+                sequential_info_only=args.sequential_info_only, chain_specialists=args.chain_specialists)
+            method = LatentMASMethod(wrappers[realign], settings, prompts)
+            path = folder / "predictions.jsonl"
+            old = [r for r in read_predictions(path) if r["index"] < len(items)]
+            print(f"calibrate: {name} on {len(items)} dev items", file=sys.stderr, flush=True)
+            start = time.perf_counter()
+            new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old}, path,
+                             args.generate_bs, trace=args.trace)
+            metrics = summarize(old + new, time.perf_counter() - start)
+            write_json(folder / "summary.json", {"settings": {**fixed, "latent_steps": steps,
+                                                              "latent_space_realign": realign}, "metrics": metrics})
+            row = {"latent_steps": steps, "latent_space_realign": realign, "dir": name, **metrics}
+            runs[(steps, realign)] = row
+            rows.append(row)
+
+    best = choose(rows)
+    header = {"task": args.task, "prompt": args.prompt, "model_name": args.model_name, "dev_slice": dev,
+              "fixed": {k: fixed[k] for k in ("max_new_tokens", "temperature", "top_p", "seed", "realign_lambda")}}
+    (out / "calibration.md").write_text(table(rows, best, header), encoding="utf-8")
+    plot(rows, best, out / "calibration.png",
+         f"{args.task} ({args.prompt}), {model_tag}, last {len(items)} items of {args.split}")
+    metric_keys = ("accuracy", "correct", "n", "total_output_tokens", "avg_output_tokens", "seconds",
+                   "seconds_per_item", "peak_kv_bytes_total", "peak_kv_bytes_per_item")
+    record = {
+        "task": args.task, "split": args.split, "model_name": args.model_name, "prompt": args.prompt,
+        "dev_slice": dev, "fixed_settings": fixed, "selection": SELECTION_RULE,
+        "metrics": {k: best[k] for k in metric_keys},
+        "sweep": [{"latent_steps": r["latent_steps"], "latent_space_realign": r["latent_space_realign"],
+                   "dir": r["dir"], **{k: r[k] for k in metric_keys}} for r in rows],
+        "model": {"origin": getattr(base.source, "origin", None), "sha256": getattr(base.source, "sha256", None),
+                  "dtype": str(base.model.dtype), "device": str(base.device)},
+        "versions": library_versions(), "created": datetime.now().isoformat(timespec="seconds"),
+    }
+    best_file = out / "best_settings.json"
+    write_json(best_file, {"latent_steps": best["latent_steps"], "latent_space_realign": best["latent_space_realign"],
+                           "calibration": record})
+    print((out / "calibration.md").read_text(encoding="utf-8"))
+    print(f"best settings: {best_file} (python run.py --settings_file {best_file} ...)", file=sys.stderr)
+    return 0
+
+
+def cli() -> int:
+    from data import DataError
+    from models import ModelLoadError
+    from prompts import PromptError
+
+    try:
+        return main()
+    except (UsageError, DataError, ModelLoadError, PromptError) as exc:
+        print(f"calibrate.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -72,6 +73,28 @@ class Generation:
     token_ids: list[list[int]]
     num_tokens: list[int]
     kv: dict | None = None  # Memory.usage() of the cache at the end of decoding (its largest state)
+
+
+def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """--dtype names -> torch dtypes; "auto" and None -> None (the caller's device default)."""
+    if not isinstance(dtype, str):
+        return dtype
+    return {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+
+
+@contextmanager
+def _load_errors(name_or_path: str):
+    """Turn the many ways a model load fails into one ModelLoadError line for the CLI."""
+    from model_store import ModelStoreError
+
+    try:
+        yield
+    except ModelStoreError as exc:
+        raise ModelLoadError(str(exc)) from None
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"cannot load model '{name_or_path}': {first}") from None
 
 
 # ----------------------------------------------------------------------------------------------- cache operations
@@ -204,26 +227,18 @@ class ModelWrapper:
         device: "cpu", "cuda", "cuda:N" or None (auto). "cuda" with several GPUs shards the model (device_map).
         dtype: default bf16 on CUDA, fp32 on CPU.
         """
-        from model_store import ModelStoreError, resolve_model
+        from model_store import resolve_model
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ModelLoadError(f"--device {device} was asked for but torch sees no CUDA GPU")
-        if isinstance(dtype, str):
-            dtype = {"auto": None, "float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                     "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
-        dtype = dtype or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        dtype = _parse_dtype(dtype) or (torch.bfloat16 if device.startswith("cuda") else torch.float32)
         device_map = "auto" if device == "cuda" and torch.cuda.device_count() > 1 else device
-        try:
+        with _load_errors(name_or_path):
             source = resolve_model(name_or_path)
             extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
             tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
             model = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype, device_map=device_map, **extra)
-        except ModelStoreError as exc:
-            raise ModelLoadError(str(exc)) from None
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"cannot load model '{name_or_path}': {first}") from None
         return cls(model, tokenizer, name=name_or_path, source=source, **kwargs)
 
     @classmethod
@@ -234,12 +249,10 @@ class ModelWrapper:
         (vLLM, see vllm_backend.py) does the decoding. Any forward pass on it fails."""
         from transformers import AutoConfig, GenerationConfig
 
-        from model_store import ModelStoreError, resolve_model
+        from model_store import resolve_model
 
-        if isinstance(dtype, str):
-            dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
-                     "float16": torch.float16}.get(dtype)
-        try:
+        dtype = _parse_dtype(dtype)
+        with _load_errors(name_or_path):
             source = resolve_model(name_or_path)
             extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
             tokenizer = AutoTokenizer.from_pretrained(source.path, **extra)
@@ -250,11 +263,6 @@ class ModelWrapper:
                 model.generation_config = GenerationConfig.from_pretrained(source.path, **extra)
             except OSError:
                 pass  # no generation_config.json: the one derived from config.json stays
-        except ModelStoreError as exc:
-            raise ModelLoadError(str(exc)) from None
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"cannot load model '{name_or_path}': {first}") from None
         return cls(model, tokenizer, name=name_or_path, source=source, **kwargs)
 
     def _eos_ids(self) -> list[int]:

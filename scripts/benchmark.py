@@ -209,8 +209,11 @@ def main() -> int:
     p.add_argument("--batching_max_new_tokens", type=int, default=32)
     p.add_argument("--sections", nargs="+", default=["steps", "batching", "memory", "methods"],
                    choices=["steps", "batching", "memory", "methods"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/latest")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # on a shared machine, 1 thread avoids spin-wait oversubscription
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

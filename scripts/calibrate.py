@@ -20,7 +20,9 @@ OUT/<setting>/predictions.jsonl and OUT/<setting>/summary.json. Then:
 Selection rule: highest accuracy; ties go to fewer output tokens, then fewer seconds, then the earlier setting in
 sweep order (--latent_steps in the order given, and for each, --realign in the order given: by default fewer steps
 and realignment off first). With latent_steps 0 realignment has nothing to act on, so "0 / on" reuses the
-"0 / off" run when both are asked for.
+"0 / off" run when both are asked for. When every setting scores the same accuracy the choice rests on the
+tie-breakers alone (and fewer output tokens can then mean a judger that stops early): calibrate.py warns, and the
+warning goes into calibration.md and best_settings.json.
 
 Fixed settings (topology, max_new_tokens, temperature, ...) take run.py's flags and defaults; use the ones the test
 run will use. Greedy decoding (--temperature 0) makes a small slice less noisy.
@@ -139,6 +141,8 @@ def table(rows: list[dict], best: dict, header: dict) -> str:
                      f"{r['avg_output_tokens']:.1f} | {r['seconds']:.2f} | {r['seconds_per_item']:.3f} | {mark} |")
     lines += ["", f"Best: latent_steps={best['latent_steps']}, latent_space_realign={best['latent_space_realign']} "
                   "(best_settings.json; `python run.py --settings_file best_settings.json ...`)."]
+    if header.get("warning"):
+        lines += ["", f"Warning: {header['warning']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -243,8 +247,17 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
 
     best = choose(rows)
+    warning = None
+    if len({r["accuracy"] for r in rows}) == 1:
+        # With every setting equally accurate the choice rests on the tie-breakers alone, and "fewer output tokens"
+        # can then favour a judger that stops early: say so rather than pass it off as a calibration.
+        warning = (f"every setting scored accuracy {rows[0]['accuracy']:.3f} on the {len(items)} dev items: the "
+                   "choice rests on the tie-breakers (output tokens, seconds) only; use more --dev_samples or a "
+                   "larger --max_new_tokens")
+        print(f"calibrate: warning: {warning}", file=sys.stderr)
     header = {"task": args.task, "prompt": args.prompt, "model_name": args.model_name, "dev_slice": dev,
-              "fixed": {k: fixed[k] for k in ("max_new_tokens", "temperature", "top_p", "seed", "realign_lambda")}}
+              "fixed": {k: fixed[k] for k in ("max_new_tokens", "temperature", "top_p", "seed", "realign_lambda")},
+              "warning": warning}
     (out / "calibration.md").write_text(table(rows, best, header), encoding="utf-8")
     plot(rows, best, out / "calibration.png",
          f"{args.task} ({args.prompt}), {model_tag}, last {len(items)} items of {args.split}")
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                    "seconds_per_item", "peak_kv_bytes_total", "peak_kv_bytes_per_item")
     record = {
         "task": args.task, "split": args.split, "model_name": args.model_name, "prompt": args.prompt,
-        "dev_slice": dev, "fixed_settings": fixed, "selection": SELECTION_RULE,
+        "dev_slice": dev, "fixed_settings": fixed, "selection": SELECTION_RULE, "warning": warning,
         "metrics": {k: best[k] for k in metric_keys},
         "sweep": [{"latent_steps": r["latent_steps"], "latent_space_realign": r["latent_space_realign"],
                    "dir": r["dir"], **{k: r[k] for k in metric_keys}} for r in rows],

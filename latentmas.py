@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -84,7 +83,10 @@ class LatentMAS:
         code, summarizer, single, or your own from `prompts`). Defaults: sequential -> planner/critic/refiner
         cycled over the thinkers and judger last (4 agents: the paper's chain); hierarchical -> math/science/code
         cycled over the specialists and summarizer for the aggregator.
-    backend: "auto", "hf" or "vllm" (see `resolve_backend`).
+    backend: "auto", "hf" or "vllm" (see `resolve_backend`). With "vllm" (agents of one model) the latent rollouts
+        run on the HF model and the final agent is decoded by stock vLLM from prompt embeddings, as
+        `run.py --method latent_mas --use_vllm`; vllm_kwargs go to `vllm_backend.VLLMEngine` (for instance
+        gpu_memory_utilization=0.5, leaving room for the HF weights). "auto" picks vLLM for one model only.
     latent_space_realign, realign_lambda, think, device, dtype: as the CLI flags of the same names.
     prompts: a `PromptBook` (default: the CLI's defaults), so texts match `run.py`.
     latent_only, sequential_info_only: the CLI's memory ablations (same-model agents only).
@@ -116,6 +118,7 @@ class LatentMAS:
         bridge_lambda: float = 1e-5,
         bridge_holdout: float = 0.1,
         evaluate_bridges: bool = False,
+        vllm_kwargs: dict | None = None,
     ) -> None:
         if not agents:
             raise ValueError("LatentMAS needs at least one agent")
@@ -124,11 +127,8 @@ class LatentMAS:
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
         self.backend = resolve_backend(backend)
-        if self.backend == "vllm":
-            if backend == "vllm":
-                raise NotImplementedError("the vLLM backend is not available in this version yet; use backend='hf'")
-            warnings.warn("vLLM is installed but the vLLM backend is not available in this version yet; using 'hf'")
-            self.backend = "hf"
+        self.vllm_kwargs = dict(vllm_kwargs or {})
+        self._engine = None  # the vLLM engine, started on the first generate (same-model agents only)
         self.topology, self.latent_steps = topology, latent_steps
         self.prompts = prompts or PromptBook.load()
         self.latent_only, self.sequential_info_only = latent_only, sequential_info_only
@@ -143,6 +143,11 @@ class LatentMAS:
         self.roles = self._roles(roles)
         if not self.same_model and (latent_only or sequential_info_only):
             raise ValueError("latent_only / sequential_info_only apply to agents of one model only")
+        if self.backend == "vllm" and not self.same_model:
+            if backend == "vllm":
+                raise ValueError("backend='vllm' needs agents of one model (bridged agents decode on HF); "
+                                 "use backend='hf'")
+            self.backend = "hf"  # "auto": the bridged path has no vLLM decode
         self._bridges: dict[tuple[int, int], Bridge] = {}
 
     # --------------------------------------------------------------------------------------------- set-up
@@ -265,11 +270,25 @@ class LatentMAS:
                          seconds, self.backend)
 
     def _same_model_method(self, settings: MethodSettings) -> LatentMASMethod:
-        """The CLI's LatentMASMethod on the one shared model, with this system's roles."""
-        method = LatentMASMethod(self.agents[0], settings, self.prompts)
+        """The CLI's LatentMASMethod on the one shared model, with this system's roles (and, with the vLLM
+        backend, the CLI's --use_vllm path: HF latent rollouts, the final agent decoded by vLLM)."""
+        method = LatentMASMethod(self.agents[0], settings, self.prompts, engine=self._vllm_engine())
         method.workers = [self.roles[i] for i in self.specialists]
         method.final_role = self.roles[self.aggregator]
         return method
+
+
+    def _vllm_engine(self):
+        """The vLLM engine over the shared model's weights (None on the HF backend), started once."""
+        if self.backend != "vllm" or self._engine is not None:
+            return self._engine
+        from vllm_backend import VLLMEngine, vllm_dtype
+
+        model = self.agents[0]
+        path = model.source.path if model.source is not None else model.model.config._name_or_path
+        kwargs = {"enable_prompt_embeds": True, "dtype": vllm_dtype(None, model.model.dtype), **self.vllm_kwargs}
+        self._engine = VLLMEngine(path, model.tokenizer, model.eos_token_ids, **kwargs)
+        return self._engine
 
 
 class BridgedLatentMAS:

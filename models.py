@@ -536,25 +536,46 @@ class ModelWrapper:
     def _decode(self, mask: torch.Tensor, memory: Memory | None, first: dict, *, max_new_tokens: int,
                 temperature: float, top_p: float, generator: torch.Generator | None) -> Generation:
         """The decode loop of `generate` and `generate_embeds`: `first` holds the first forward's input_ids or
-        inputs_embeds (left-padded, [B, T] or [B, T, d]); `memory` is already the loop's own copy (or None)."""
+        inputs_embeds (left-padded, [B, T] or [B, T, d]); `memory` is already the loop's own copy (or None).
+
+        A row that emits EOS leaves the batch (its cache rows are dropped), so the remaining rows decode in a smaller
+        batch: every row still sees exactly its own positions, and no forward runs for finished rows."""
         batch, device = mask.shape[0], mask.device
         logits, memory = self._forward_logits(mask, memory, **first)
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
         eos = torch.tensor(self.eos_token_ids or [-1], device=device)
-        pad = self.tokenizer.pad_token_id
-        tokens: list[torch.Tensor] = []
+        generated = torch.full((batch, max_new_tokens), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        live = torch.arange(batch)            # original row index of each row still decoding
+        positions = [0] * batch               # real positions of each row's cache when it finished
+        peak = {"bytes": 0, "rows": batch, "length": 0}  # the largest cache held (before each shrink, at the end)
+        steps = 0
         for step in range(max_new_tokens):
             token = sample_next(logits, temperature, top_p, generator).to(device)
-            token = torch.where(done, torch.full_like(token, pad), token)
-            tokens.append(token)
-            done = done | torch.isin(token, eos)
-            if bool(done.all()) or step == max_new_tokens - 1:
+            generated[live, step] = token.cpu()
+            steps = step + 1
+            finished = torch.isin(token, eos)
+            if step == max_new_tokens - 1:
                 break
-            logits, memory = self._forward_logits((~done).long()[:, None], memory, input_ids=token[:, None])
-        generated = torch.stack(tokens, dim=1) if tokens else torch.zeros(batch, 0, dtype=torch.long, device=device)
-        result = self._finish(generated, eos)
-        result.kv = memory.usage()
+            if bool(finished.any()):
+                self._note_peak(peak, memory)
+                for row, n in zip(live[finished.cpu()].tolist(), memory.row_lengths()[finished].tolist()):
+                    positions[row] = int(n)
+                keep = (~finished).nonzero().squeeze(-1)
+                if not len(keep):
+                    break
+                memory, live, token = select_rows(memory, keep, self.config), live[keep.cpu()], token[keep]
+            logits, memory = self._forward_logits(torch.ones_like(token)[:, None], memory, input_ids=token[:, None])
+        self._note_peak(peak, memory)
+        for row, n in zip(live.tolist(), memory.row_lengths().tolist()):
+            positions[row] = int(n)
+        result = self._finish(generated[:, :steps], eos.cpu())
+        result.kv = {**peak, "row_positions": positions}  # Memory.usage() of the largest cache, positions per row
         return result
+
+    @staticmethod
+    def _note_peak(peak: dict, memory: Memory) -> None:
+        nbytes = memory.nbytes()
+        if nbytes > peak["bytes"]:
+            peak.update(bytes=nbytes, rows=memory.batch_size, length=memory.length)
 
     def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
         texts, ids, counts = [], [], []

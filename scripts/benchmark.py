@@ -2,6 +2,9 @@
 
     python scripts/benchmark.py --data_dir ../shared/data --max_samples 10 --max_new_tokens 256 --latent_steps 10
 
+--methods_from RUN_DIR... fills the methods section from finished `run.py --method baseline text_mas latent_mas`
+folders with the same settings (one per --prompt) instead of running the methods a second time.
+
 Sections (all written to <out>/benchmark.json and <out>/benchmark.md):
   methods     baseline / text_mas / latent_mas, sequential and hierarchical: accuracy, output tokens, seconds,
               and the ratios against text_mas (each run's predictions.jsonl is kept for report.py)
@@ -53,11 +56,47 @@ def bench_methods(model, items, task, args, out: Path) -> list[dict]:
             metrics = summarize(records, time.perf_counter() - start)
             rows.append({"topology": topology, "method": name, **metrics})
             print(json.dumps(rows[-1]), flush=True)
+    return add_ratios(rows)
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Tokens and speed-up of every row against text_mas of the same topology (rows without one are skipped)."""
     for row in rows:
-        ref = next(r for r in rows if r["method"] == "text_mas" and r["topology"] == row["topology"])
-        row["tokens_vs_text_mas"] = row["total_output_tokens"] / ref["total_output_tokens"]
-        row["speedup_vs_text_mas"] = ref["wall_seconds_this_process"] / row["wall_seconds_this_process"]
+        ref = next((r for r in rows if r["method"] == "text_mas" and r["topology"] == row["topology"]), None)
+        if ref is not None:
+            row["tokens_vs_text_mas"] = row["total_output_tokens"] / ref["total_output_tokens"]
+            row["speedup_vs_text_mas"] = ref["wall_seconds_this_process"] / row["wall_seconds_this_process"]
     return rows
+
+
+# Settings that must agree between the run.py folders read by --methods_from (the topology may differ).
+SAME_SETTINGS = ("task", "split", "max_samples", "max_new_tokens", "latent_steps", "temperature", "top_p", "seed",
+                 "generate_bs", "latent_space_realign")
+
+
+def methods_from_runs(run_dirs: list[str], args) -> list[dict]:
+    """The methods section from finished `run.py --method baseline text_mas latent_mas` folders (one per
+    --prompt), instead of running the methods again: every ratio still compares methods run in one process on the
+    same items. The folders must agree with each other and with this benchmark's settings."""
+    rows, first = [], None
+    for run_dir in run_dirs:
+        path = Path(run_dir) / "summary.json"
+        if not path.exists():
+            sys.exit(f"benchmark.py: error: {path} not found (a run.py --output_dir)")
+        summary = json.loads(path.read_text())
+        settings = summary["settings"]
+        if summary.get("status") != "finished":
+            sys.exit(f"benchmark.py: error: {run_dir} is not finished (status {summary.get('status')!r})")
+        wanted = {"task": args.task, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
+                  "latent_steps": args.latent_steps, "model_name": args.model_name, "temperature": 0.0}
+        first = first or settings
+        differ = [k for k in SAME_SETTINGS if settings.get(k) != first.get(k)] + \
+                 [k for k in wanted if settings.get(k) != wanted[k]]
+        if differ:
+            sys.exit(f"benchmark.py: error: {run_dir} differs from the benchmark or the other folders in {differ}")
+        for name, metrics in summary["methods"].items():
+            rows.append({"topology": settings["prompt"], "method": name, "from": str(run_dir), **metrics})
+    return add_ratios(rows)
 
 
 def time_calls(fn, reps: int) -> float:
@@ -166,9 +205,10 @@ def markdown(result: dict) -> str:
                 "| Topology | Method | Accuracy | Output tokens | Wall s | Tokens vs TextMAS | Speed-up vs TextMAS |",
                 "|---|---|---|---|---|---|---|"]
         for r in result["methods"]:
+            ratios = (f"{r['tokens_vs_text_mas']:.3f} ({100 * (1 - r['tokens_vs_text_mas']):.1f}% fewer) | "
+                      f"{r['speedup_vs_text_mas']:.2f}x") if "tokens_vs_text_mas" in r else "- | -"
             out.append(f"| {r['topology']} | {r['method']} | {r['correct']}/{r['n']} | {r['total_output_tokens']} | "
-                       f"{r['wall_seconds_this_process']:.1f} | {r['tokens_vs_text_mas']:.3f} "
-                       f"({100 * (1 - r['tokens_vs_text_mas']):.1f}% fewer) | {r['speedup_vs_text_mas']:.2f}x |")
+                       f"{r['wall_seconds_this_process']:.1f} | {ratios} |")
         out.append("")
     if result.get("steps"):
         out += ["## One latent step vs one decode step", "",
@@ -209,6 +249,8 @@ def main() -> int:
     p.add_argument("--batching_max_new_tokens", type=int, default=32)
     p.add_argument("--sections", nargs="+", default=["steps", "batching", "memory", "methods"],
                    choices=["steps", "batching", "memory", "methods"])
+    p.add_argument("--methods_from", nargs="+", default=None, metavar="RUN_DIR",
+                   help="fill the methods section from finished run.py folders (same settings) instead of running it")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="benchmarks/latest")
     args = p.parse_args()
@@ -218,6 +260,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(args.task)
+    from_runs = methods_from_runs(args.methods_from, args) if args.methods_from else None  # checked before any work
     items = load_task(args.task, data_dir=args.data_dir, max_samples=max(args.max_samples, max(args.batch_sizes)))
     model = ModelWrapper.from_pretrained(args.model_name, device=args.device)
     result = {"settings": {**vars(args), "device": str(model.device), "dtype": str(model.model.dtype),
@@ -228,7 +271,9 @@ def main() -> int:
         result["batching"] = bench_batching(model, items, task, args)
     if "memory" in args.sections:
         result["memory"] = bench_memory(model, items, task, args)
-    if "methods" in args.sections:
+    if from_runs:
+        result["methods"] = from_runs
+    elif "methods" in args.sections:
         result["methods"] = bench_methods(model, items[: args.max_samples], task, args, out)
     (out / "benchmark.json").write_text(json.dumps(result, indent=2))
     (out / "benchmark.md").write_text(markdown(result))

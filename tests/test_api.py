@@ -197,3 +197,25 @@ def test_readme_examples_and_real_bridge():
                     hierarchy_config={"specialists": [0, 1, 2], "aggregator": 3, "aggregation": "concat"})
     result = mas.generate("Solve: If 3x + 7 = 22, what is x?", max_new_tokens=50)
     assert result.text and len(result.agents[0]) == 4
+
+
+def test_vllm_backend_decodes_the_final_agent_through_the_engine(make_tiny_wrapper, monkeypatch):
+    """backend='vllm' is the CLI's --use_vllm path: HF rollouts, the final agent decoded by the engine from prompt
+    embeddings. The engine here is vLLM's HF twin (no GPU), so the text also equals the HF backend's."""
+    import latentmas
+    import vllm_backend
+
+    model = make_tiny_wrapper()
+    hf = LatentMAS([model] * 4, latent_steps=2, backend="hf").generate(QUESTIONS, max_new_tokens=6, temperature=0)
+    monkeypatch.setattr(latentmas, "resolve_backend", lambda backend: "vllm")
+    made = []
+    monkeypatch.setattr(vllm_backend, "VLLMEngine", lambda path, tok, eos, **kw: made.append(kw) or
+                        vllm_backend.HFEngine(model))
+    mas = LatentMAS([model] * 4, latent_steps=2, backend="vllm", vllm_kwargs={"gpu_memory_utilization": 0.5})
+    result = mas.generate(QUESTIONS, max_new_tokens=6, temperature=0)
+    assert result.backend == "vllm" and made == [{"enable_prompt_embeds": True, "dtype": "float32",
+                                                  "gpu_memory_utilization": 0.5}]
+    assert [c[0] for c in mas._engine.calls] == ["embeds"]
+    assert result.texts == hf.texts
+    with pytest.raises(ValueError, match="one model"):
+        LatentMAS([model, make_tiny_wrapper()], backend="vllm")

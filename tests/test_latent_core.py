@@ -155,17 +155,36 @@ def test_generate_is_batch_invariant_and_counts_tokens(make_tiny_wrapper):
 
 
 def test_generation_stops_at_eos_and_counts_it(make_tiny_wrapper, monkeypatch):
-    """Row 0 emits EOS as its 3rd token, row 1 never does: counts are 3 and max_new_tokens, no padding counted."""
+    """Row 0 emits EOS as its 3rd token, row 1 never does: counts are 3 and max_new_tokens, no padding counted;
+    after row 0's EOS only row 1 is decoded (the batch shrinks), and its text equals decoding it alone."""
     import models
 
     wrapper = make_tiny_wrapper()
     eos = wrapper.eos_token_ids[0]
-    script = iter([[11, 12], [13, 14], [eos, 15], [16, 17], [18, 19]])
-    monkeypatch.setattr(models, "sample_next", lambda logits, *a: torch.tensor(next(script)))
+    script = iter([[11, 12], [13, 14], [eos, 15], [16], [17]])
+    rows = []
+    monkeypatch.setattr(models, "sample_next", lambda logits, *a: rows.append(logits.shape[0]) or torch.tensor(next(script)))
     ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in PROMPTS[:2]])
     gen = wrapper.generate(ids, mask, max_new_tokens=5)
-    assert gen.num_tokens == [3, 5]
-    assert gen.token_ids == [[11, 13, eos], [12, 14, 15, 17, 19]]
+    assert gen.num_tokens == [3, 5] and rows == [2, 2, 2, 1, 1]
+    assert gen.token_ids == [[11, 13, eos], [12, 14, 15, 16, 17]]
+    # KV accounting: the largest cache is the 2-row one before row 0 left; row 0 holds its prompt + 2 fed tokens.
+    prompt = mask.sum(dim=-1).tolist()
+    assert gen.kv["rows"] == 2 and gen.kv["row_positions"] == [prompt[0] + 2, prompt[1] + 4]
+
+
+def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper):
+    """Greedy: rows that stop early leave the batch; every row's tokens equal its own unbatched decode."""
+    wrapper = make_tiny_wrapper(tie=False)  # untied: the random model's greedy rows differ from each other
+    eos = wrapper.eos_token_ids[0]
+    prompts = [chat(wrapper, "judger", q) for q in PROMPTS]
+    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
+    # Make two rows stop early: EOS becomes the argmax once a row has emitted its 2nd / 5th token.
+    wrapper.eos_token_ids = sorted({eos, alone[0][1], alone[2][4]})
+    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
+    batched = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=8, temperature=0)
+    assert batched.token_ids == alone
+    assert min(map(len, alone)) < 8 == max(map(len, alone)), "the test needs rows that stop early and one that does not"
 
 
 def test_sampling_honours_seed_and_top_p(make_tiny_wrapper):

@@ -17,6 +17,7 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -86,8 +87,14 @@ def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 @contextmanager
 def _load_errors(name_or_path: str):
     """Turn the many ways a model load fails into one ModelLoadError line for the CLI."""
+    import logging
+
     from model_store import ModelStoreError
 
+    # huggingface_hub logs each failed request before the exception that says the same: keep only our one line.
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
     try:
         yield
     except ModelStoreError as exc:
@@ -95,6 +102,8 @@ def _load_errors(name_or_path: str):
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model '{name_or_path}': {first}") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 # ----------------------------------------------------------------------------------------------- cache operations
@@ -632,7 +641,24 @@ def make_generator(seed: int | None) -> torch.Generator | None:
     return torch.Generator().manual_seed(seed)
 
 
-def library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str | None]:
     import transformers
 
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
+            "latentmas_commit": project_commit()}
+
+
+def project_commit() -> str | None:
+    """This checkout's git commit ("+dirty" with uncommitted changes), None outside a git checkout."""
+    import subprocess
+
+    git = ["git", "-C", str(Path(__file__).resolve().parent)]
+    try:
+        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

@@ -144,8 +144,10 @@ def bench_steps(model: ModelWrapper, contexts: list[int], reps: int) -> list[dic
             return time.perf_counter() - start
 
         latent_step(), decode_step()  # warm-up
-        latent = statistics.median(latent_step() for _ in range(reps))
-        decode = statistics.median(decode_step() for _ in range(reps))
+        # Interleaved, so that drift in the machine's speed (other tenants, clocks) hits both alike.
+        pairs = [(latent_step(), decode_step()) for _ in range(reps)]
+        latent = statistics.median(a for a, _ in pairs)
+        decode = statistics.median(b for _, b in pairs)
         rows.append({"context": length, "latent_step_ms": 1000 * latent, "decode_step_ms": 1000 * decode,
                      "latent_over_decode": latent / decode, "prefill_tokens_per_s": length / prefill})
         print(json.dumps(rows[-1]), flush=True)
@@ -153,19 +155,23 @@ def bench_steps(model: ModelWrapper, contexts: list[int], reps: int) -> list[dic
 
 
 def bench_batching(model, items, task, args) -> list[dict]:
-    settings = MethodSettings(max_new_tokens=args.batching_max_new_tokens, temperature=0.0, seed=args.seed,
-                              latent_steps=args.latent_steps)
+    """latent_mas items/s at each --generate_bs on the same items; greedy outputs must not depend on it."""
+    settings = MethodSettings(max_new_tokens=args.batching_max_new_tokens or args.max_new_tokens, temperature=0.0,
+                              seed=args.seed, latent_steps=args.latent_steps)
     method = METHODS["latent_mas"](model, settings, PromptBook.load())
     items = items[: max(args.batch_sizes)]
-    rows = []
+    rows, first = [], None
     for bs in args.batch_sizes:
+        texts = []
         sync()
         start = time.perf_counter()
         for i in range(0, len(items), bs):
-            method.run_batch(items[i:i + bs], task.answer_kind)
+            texts += [out.final_text for out in method.run_batch(items[i:i + bs], task.answer_kind)]
         sync()
         seconds = time.perf_counter() - start
-        rows.append({"generate_bs": bs, "items": len(items), "seconds": seconds, "items_per_s": len(items) / seconds})
+        first = first or texts
+        rows.append({"generate_bs": bs, "items": len(items), "seconds": seconds, "items_per_s": len(items) / seconds,
+                     "same_outputs_as_first": sum(a == b for a, b in zip(texts, first))})
         print(json.dumps(rows[-1]), flush=True)
     for row in rows:
         row["vs_bs1"] = row["items_per_s"] / rows[0]["items_per_s"]
@@ -217,10 +223,11 @@ def markdown(result: dict) -> str:
                 f"{r['prefill_tokens_per_s']:.0f} |" for r in result["steps"]]
         out.append("")
     if result.get("batching"):
-        out += ["## latent_mas throughput by batch size", "", "| generate_bs | Items | Seconds | Items/s | vs bs 1 |",
-                "|---|---|---|---|---|"]
-        out += [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | {r['vs_bs1']:.2f}x |"
-                for r in result["batching"]]
+        out += ["## latent_mas throughput by batch size", "",
+                "| generate_bs | Items | Seconds | Items/s | vs first | Greedy outputs equal to the first row's |",
+                "|---|---|---|---|---|---|"]
+        out += [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | {r['vs_bs1']:.2f}x | "
+                f"{r.get('same_outputs_as_first', '-')}/{r['items']} |" for r in result["batching"]]
         out.append("")
     if result.get("memory"):
         out += ["## KV memory", "", "| Topology | After | Positions | KV MB / item |", "|---|---|---|---|"]
@@ -246,7 +253,7 @@ def main() -> int:
     p.add_argument("--contexts", type=int, nargs="+", default=[200, 800])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--batching_max_new_tokens", type=int, default=32)
+    p.add_argument("--batching_max_new_tokens", type=int, default=None, help="default: --max_new_tokens")
     p.add_argument("--sections", nargs="+", default=["steps", "batching", "memory", "methods"],
                    choices=["steps", "batching", "memory", "methods"])
     p.add_argument("--methods_from", nargs="+", default=None, metavar="RUN_DIR",

@@ -87,13 +87,20 @@ class PromptBook:
         return [{"role": "system", "content": self.texts["system"]}, {"role": "user", "content": body}]
 
 
-def _read_prompt_file(path: str) -> dict[str, str]:
+def read_json_file(path: str, what: str, error: type[Exception]) -> object:
+    """The parsed JSON of a file the user named; missing, unreadable or invalid files raise `error` in one line."""
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PromptError(f"prompt file {path} not found (expected a JSON object of role -> text)") from None
+        raise error(f"{what} {path} not found") from None
     except json.JSONDecodeError as exc:
-        raise PromptError(f"prompt file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        raise error(f"{what} {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path}: cannot read it ({type(exc).__name__})") from None
+
+
+def _read_prompt_file(path: str) -> dict[str, str]:
+    raw = read_json_file(path, "prompt file", PromptError)
     if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
         raise PromptError(f"prompt file {path}: expected a JSON object mapping role names to strings")
     unknown = sorted(set(raw) - set(DEFAULT_PROMPTS))

@@ -96,14 +96,9 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 
 def read_settings_file(path: str) -> dict:
     """{dest: typed value} of a settings file, each value checked by the flag's own parser (type, choices)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--settings_file {path} not found") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--settings_file {path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--settings_file {path}: cannot read it ({type(exc).__name__})") from None
+    from prompts import read_json_file
+
+    raw = read_json_file(path, "--settings_file", UsageError)
     if not isinstance(raw, dict):
         raise UsageError(f"--settings_file {path}: expected a JSON object of flag name -> value")
     parser = build_parser()
@@ -410,16 +405,22 @@ def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
             "avg_output_tokens": m["avg_output_tokens"]}
 
 
-def cli() -> int:
+def one_line_errors(main_fn, prog: str) -> int:
+    """Run an entry point; bad input (UsageError, DataError, ModelLoadError, PromptError) becomes one line on stderr
+    and exit code 2, never a traceback."""
     from data import DataError
     from models import ModelLoadError
     from prompts import PromptError
 
     try:
-        return main()
+        return main_fn()
     except (UsageError, DataError, ModelLoadError, PromptError) as exc:
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def cli() -> int:
+    return one_line_errors(main, "run.py")
 
 
 if __name__ == "__main__":

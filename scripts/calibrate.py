@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from run import DEFAULT_MODEL, OneLineParser, UsageError, write_json  # noqa: E402
+from run import DEFAULT_MODEL, OneLineParser, UsageError, one_line_errors, write_json  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
@@ -282,15 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
-    from data import DataError
-    from models import ModelLoadError
-    from prompts import PromptError
-
-    try:
-        return main()
-    except (UsageError, DataError, ModelLoadError, PromptError) as exc:
-        print(f"calibrate.py: error: {exc}", file=sys.stderr)
-        return 2
+    return one_line_errors(main, "calibrate.py")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,11 @@ def test_settings_file_parsing_and_errors(tmp_path, monkeypatch, capsys):
         bad.write_text(text)
         assert expected in cli_error(monkeypatch, capsys, "--settings_file", bad, "--task", "gsm8k")
     assert "not found" in cli_error(monkeypatch, capsys, "--settings_file", tmp_path / "missing.json")
+    # --prompt_file shares the reader: the same one-line errors, naming the flag's file.
+    (tmp_path / "prompts.json").write_text("{not json")
+    assert "prompt file" in cli_error(monkeypatch, capsys, "--prompt_file", tmp_path / "missing.json", "--task", "gsm8k")
+    assert "invalid JSON at line 1" in cli_error(monkeypatch, capsys, "--prompt_file", tmp_path / "prompts.json",
+                                                 "--task", "gsm8k")
     assert "--decode_latents" in cli_error(monkeypatch, capsys, "--decode_latents", -1)
     assert "cannot read size" in cli_error(monkeypatch, capsys, "--max_kv_bytes", "lots")
     assert run.parse_size("512MiB") == 512 * 2 ** 20 and run.parse_size("2GB") == 2 * 10 ** 9

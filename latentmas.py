@@ -277,7 +277,6 @@ class LatentMAS:
         method.final_role = self.roles[self.aggregator]
         return method
 
-
     def _vllm_engine(self):
         """The vLLM engine over the shared model's weights (None on the HF backend), started once."""
         if self.backend != "vllm" or self._engine is not None:

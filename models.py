@@ -73,7 +73,7 @@ class Generation:
     texts: list[str]
     token_ids: list[list[int]]
     num_tokens: list[int]
-    kv: dict | None = None  # Memory.usage() of the cache at the end of decoding (its largest state)
+    kv: dict | None = None  # Memory.usage() of the largest cache held while decoding, positions of every row
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -552,39 +552,42 @@ class ModelWrapper:
         batch, device = mask.shape[0], mask.device
         logits, memory = self._forward_logits(mask, memory, **first)
         eos = torch.tensor(self.eos_token_ids or [-1], device=device)
-        generated = torch.full((batch, max_new_tokens), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-        live = torch.arange(batch)            # original row index of each row still decoding
-        positions = [0] * batch               # real positions of each row's cache when it finished
-        peak = {"bytes": 0, "rows": batch, "length": 0}  # the largest cache held (before each shrink, at the end)
+        generated = torch.full((batch, max_new_tokens), self.tokenizer.pad_token_id or 0, dtype=torch.long,
+                               device=device)
+        live = torch.arange(batch, device=device)  # original row index of each row still decoding
+        positions = [0] * batch  # real positions of each row's cache when it left the batch
+        peak: dict | None = None  # Memory.usage() of the largest cache held
+
+        def retire(rows: torch.Tensor) -> None:
+            """Account for the rows [live] leaving the batch: the cache as it is now, and their positions."""
+            nonlocal peak
+            usage = memory.usage()
+            if peak is None or usage["bytes"] > peak["bytes"]:
+                peak = usage
+            for row, n in zip(live[rows].tolist(), memory.row_lengths()[rows].tolist()):
+                positions[row] = n
+
         steps = 0
         for step in range(max_new_tokens):
             token = sample_next(logits, temperature, top_p, generator).to(device)
-            generated[live, step] = token.cpu()
+            generated[live, step] = token
             steps = step + 1
-            finished = torch.isin(token, eos)
             if step == max_new_tokens - 1:
                 break
+            finished = torch.isin(token, eos)
             if bool(finished.any()):
-                self._note_peak(peak, memory)
-                for row, n in zip(live[finished.cpu()].tolist(), memory.row_lengths()[finished].tolist()):
-                    positions[row] = int(n)
+                retire(finished)
                 keep = (~finished).nonzero().squeeze(-1)
-                if not len(keep):
+                live = live[keep]
+                if not len(live):
                     break
-                memory, live, token = select_rows(memory, keep, self.config), live[keep.cpu()], token[keep]
+                memory, token = select_rows(memory, keep, self.config), token[keep]
             logits, memory = self._forward_logits(torch.ones_like(token)[:, None], memory, input_ids=token[:, None])
-        self._note_peak(peak, memory)
-        for row, n in zip(live.tolist(), memory.row_lengths().tolist()):
-            positions[row] = int(n)
-        result = self._finish(generated[:, :steps], eos.cpu())
-        result.kv = {**peak, "row_positions": positions}  # Memory.usage() of the largest cache, positions per row
+        if len(live) and steps:  # rows still in the batch at the end (the budget was reached)
+            retire(torch.ones_like(live, dtype=torch.bool))
+        result = self._finish(generated[:, :steps], eos)
+        result.kv = {**peak, "row_positions": positions} if peak else memory.usage()
         return result
-
-    @staticmethod
-    def _note_peak(peak: dict, memory: Memory) -> None:
-        nbytes = memory.nbytes()
-        if nbytes > peak["bytes"]:
-            peak.update(bytes=nbytes, rows=memory.batch_size, length=memory.length)
 
     def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
         texts, ids, counts = [], [], []

@@ -158,8 +158,7 @@ def bench_batching(model, items, task, args) -> list[dict]:
     """latent_mas items/s at each --generate_bs on the same items; greedy outputs must not depend on it."""
     settings = MethodSettings(max_new_tokens=args.batching_max_new_tokens or args.max_new_tokens, temperature=0.0,
                               seed=args.seed, latent_steps=args.latent_steps)
-    method = METHODS["latent_mas"](model, settings, PromptBook.load())
-    items = items[: max(args.batch_sizes)]
+    method = METHODS["latent_mas"](model, settings, PromptBook.load())  # items: max(--max_samples, largest bs)
     rows, first = [], None
     for bs in args.batch_sizes:
         texts = []

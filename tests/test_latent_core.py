@@ -173,9 +173,15 @@ def test_generation_stops_at_eos_and_counts_it(make_tiny_wrapper, monkeypatch):
     assert gen.kv["rows"] == 2 and gen.kv["row_positions"] == [prompt[0] + 2, prompt[1] + 4]
 
 
-def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper):
-    """Greedy: rows that stop early leave the batch; every row's tokens equal its own unbatched decode."""
+@pytest.mark.parametrize("few_rows", [False, True])
+def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows):
+    """Greedy: rows that stop early leave the batch; every row's tokens equal its own unbatched decode (also with
+    the CPU small-batch matmul that from_pretrained installs)."""
+    from models import use_few_rows_linear
+
     wrapper = make_tiny_wrapper(tie=False)  # untied: the random model's greedy rows differ from each other
+    if few_rows:
+        assert use_few_rows_linear(wrapper.model) == 2 * 7 + 1  # 7 projections per layer + the LM head
     eos = wrapper.eos_token_ids[0]
     prompts = [chat(wrapper, "judger", q) for q in PROMPTS]
     alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
@@ -196,3 +202,32 @@ def test_sampling_honours_seed_and_top_p(make_tiny_wrapper):
     a = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
     b = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
     assert a == b
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_few_rows_linear_matches_linear(bias):
+    """FewRowsLinear gives nn.Linear's results for every row count and input rank; 1 row is bit-identical."""
+    from models import FewRowsLinear
+
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(48, 80, bias=bias)
+    few = torch.nn.Linear(48, 80, bias=bias)
+    few.load_state_dict(reference.state_dict())
+    few.__class__ = FewRowsLinear
+    for shape in [(1, 48), (1, 1, 48), (2, 48), (3, 1, 48), (2, 5, 48), (64, 48), (65, 48), (0, 48)]:
+        x = torch.randn(shape)
+        got, want = few(x), reference(x)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        if x.numel() == 48:
+            assert torch.equal(got, want)
+
+
+def test_from_pretrained_installs_few_rows_linear_on_cpu_fp32_only(tiny_model_dir):
+    from models import FewRowsLinear
+
+    fp32 = ModelWrapper.from_pretrained(tiny_model_dir, device="cpu")
+    linears = [m for m in fp32.model.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(type(m) is FewRowsLinear for m in linears)
+    bf16 = ModelWrapper.from_pretrained(tiny_model_dir, device="cpu", dtype="bfloat16")
+    assert not any(type(m) is FewRowsLinear for m in bf16.model.modules())

@@ -155,25 +155,32 @@ def bench_steps(model: ModelWrapper, contexts: list[int], reps: int) -> list[dic
 
 
 def bench_batching(model, items, task, args) -> list[dict]:
-    """latent_mas items/s at each --generate_bs on the same items; greedy outputs must not depend on it."""
+    """latent_mas items/s at each --generate_bs on the same items; greedy outputs must not depend on it.
+
+    Interleaved: the items go in groups of the largest batch size, and every batch size runs each group before the
+    next group starts (the order rotating from group to group), so that drift in the machine's speed over the
+    minutes of a run (other tenants of a shared host) hits every batch size alike."""
     settings = MethodSettings(max_new_tokens=args.batching_max_new_tokens or args.max_new_tokens, temperature=0.0,
                               seed=args.seed, latent_steps=args.latent_steps)
     method = METHODS["latent_mas"](model, settings, PromptBook.load())  # items: max(--max_samples, largest bs)
-    rows, first = [], None
-    for bs in args.batch_sizes:
-        texts = []
-        sync()
-        start = time.perf_counter()
-        for i in range(0, len(items), bs):
-            texts += [out.final_text for out in method.run_batch(items[i:i + bs], task.answer_kind)]
-        sync()
-        seconds = time.perf_counter() - start
-        first = first or texts
-        rows.append({"generate_bs": bs, "items": len(items), "seconds": seconds, "items_per_s": len(items) / seconds,
-                     "same_outputs_as_first": sum(a == b for a, b in zip(texts, first))})
-        print(json.dumps(rows[-1]), flush=True)
+    sizes, group = args.batch_sizes, max(args.batch_sizes)
+    seconds = {bs: 0.0 for bs in sizes}
+    texts: dict[int, list[str]] = {bs: [] for bs in sizes}
+    for g, first in enumerate(range(0, len(items), group)):
+        chunk = items[first:first + group]
+        for bs in sizes[g % len(sizes):] + sizes[:g % len(sizes)]:
+            sync()
+            start = time.perf_counter()
+            for i in range(0, len(chunk), bs):
+                texts[bs] += [out.final_text for out in method.run_batch(chunk[i:i + bs], task.answer_kind)]
+            sync()
+            seconds[bs] += time.perf_counter() - start
+        print(json.dumps({"items_done": first + len(chunk), "seconds": seconds}), flush=True)
+    rows = [{"generate_bs": bs, "items": len(items), "seconds": seconds[bs], "items_per_s": len(items) / seconds[bs],
+             "same_outputs_as_first": sum(a == b for a, b in zip(texts[bs], texts[sizes[0]])),
+             "vs_bs1": seconds[sizes[0]] / seconds[bs]} for bs in sizes]
     for row in rows:
-        row["vs_bs1"] = row["items_per_s"] / rows[0]["items_per_s"]
+        print(json.dumps(row), flush=True)
     return rows
 
 
@@ -223,7 +230,7 @@ def markdown(result: dict) -> str:
         out.append("")
     if result.get("batching"):
         out += ["## latent_mas throughput by batch size", "",
-                "| generate_bs | Items | Seconds | Items/s | vs first | Greedy outputs equal to the first row's |",
+                "| generate_bs | Items | Seconds | Items/s | vs first | Greedy outputs equal to the first size's |",
                 "|---|---|---|---|---|---|"]
         out += [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | {r['vs_bs1']:.2f}x | "
                 f"{r.get('same_outputs_as_first', '-')}/{r['items']} |" for r in result["batching"]]

@@ -1,0 +1,33 @@
+"""scripts/benchmark.py end to end on the tiny random Qwen3: every section is measured and written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from test_cli import ENV, ROOT
+
+
+def test_benchmark_writes_every_section(tiny_model_dir, data_dir, tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--model_name", tiny_model_dir, "--data_dir", str(data_dir),
+         "--max_samples", "3", "--max_new_tokens", "4", "--latent_steps", "2", "--contexts", "16", "--reps", "2",
+         "--batch_sizes", "1", "2", "--out", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "benchmark.json").read_text())
+    [step] = result["steps"]
+    assert step["context"] == 16 and step["latent_step_ms"] > 0 and step["decode_step_ms"] > 0
+    assert [r["generate_bs"] for r in result["batching"]] == [1, 2]
+    assert all(r["items"] == 3 and r["same_outputs_as_first"] == 3 for r in result["batching"])
+    assert result["batching"][0]["vs_bs1"] == 1.0
+    kv = [r for r in result["memory"] if "kv_bytes_per_item" in r]
+    assert [r["after"] for r in kv][:3] == ["planner", "critic", "refiner"]
+    assert kv[0]["positions"] < kv[1]["positions"] < kv[2]["positions"]
+    methods = {(r["topology"], r["method"]) for r in result["methods"]}
+    assert methods == {("sequential", "baseline"), ("sequential", "text_mas"), ("sequential", "latent_mas"),
+                       ("hierarchical", "text_mas"), ("hierarchical", "latent_mas")}
+    latent = next(r for r in result["methods"] if r["method"] == "latent_mas" and r["topology"] == "sequential")
+    assert 0 < latent["tokens_vs_text_mas"] < 1  # the judger alone writes text
+    assert "## latent_mas throughput by batch size" in (out / "benchmark.md").read_text()

@@ -32,6 +32,7 @@ from methods import METHODS, MethodSettings  # noqa: E402
 from methods.runner import run_method, summarize  # noqa: E402
 from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
+from run import UsageError, one_line_errors  # noqa: E402
 
 
 def sync() -> None:
@@ -82,18 +83,18 @@ def methods_from_runs(run_dirs: list[str], args) -> list[dict]:
     for run_dir in run_dirs:
         path = Path(run_dir) / "summary.json"
         if not path.exists():
-            sys.exit(f"benchmark.py: error: {path} not found (a run.py --output_dir)")
+            raise UsageError(f"{path} not found (a run.py --output_dir)")
         summary = json.loads(path.read_text())
         settings = summary["settings"]
         if summary.get("status") != "finished":
-            sys.exit(f"benchmark.py: error: {run_dir} is not finished (status {summary.get('status')!r})")
+            raise UsageError(f"{run_dir} is not finished (status {summary.get('status')!r})")
         wanted = {"task": args.task, "max_samples": args.max_samples, "max_new_tokens": args.max_new_tokens,
                   "latent_steps": args.latent_steps, "model_name": args.model_name, "temperature": 0.0}
         first = first or settings
         differ = [k for k in SAME_SETTINGS if settings.get(k) != first.get(k)] + \
                  [k for k in wanted if settings.get(k) != wanted[k]]
         if differ:
-            sys.exit(f"benchmark.py: error: {run_dir} differs from the benchmark or the other folders in {differ}")
+            raise UsageError(f"{run_dir} differs from the benchmark or the other folders in {differ}")
         for name, metrics in summary["methods"].items():
             rows.append({"topology": settings["prompt"], "method": name, "from": str(run_dir), **metrics})
     return add_ratios(rows)
@@ -295,4 +296,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(one_line_errors(main, "benchmark.py"))

@@ -31,3 +31,13 @@ def test_benchmark_writes_every_section(tiny_model_dir, data_dir, tmp_path):
     latent = next(r for r in result["methods"] if r["method"] == "latent_mas" and r["topology"] == "sequential")
     assert 0 < latent["tokens_vs_text_mas"] < 1  # the judger alone writes text
     assert "## latent_mas throughput by batch size" in (out / "benchmark.md").read_text()
+
+
+def test_benchmark_scripts_reject_bad_input_in_one_line(tmp_path):
+    for script, args in [("scripts/benchmark.py", ["--task", "nope"]),
+                         ("scripts/benchmark.py", ["--methods_from", str(tmp_path / "missing")]),
+                         ("scripts/profile_forwards.py", ["--data_dir", str(tmp_path / "no-data")])]:
+        proc = subprocess.run([sys.executable, script, *args, *(["--out", str(tmp_path / "b")] if "bench" in script else [])],
+                              cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (script, proc.stderr[-2000:])
+        assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"{Path(script).name}: error: ")

@@ -73,7 +73,7 @@ class LatentMAS:
     agents: model ids/paths, loaded `ModelWrapper`s or (model, tokenizer) pairs, one per agent. An id given several
         times (or the same wrapper/model object) is loaded once and shared, as in the paper.
     topology: "sequential" (every agent but the last thinks in latent steps and hands its memory on; the last one
-        writes the answer) or "hierarchical" (independent specialists, then an aggregator over their memories).
+        writes the answer) or "hierarchical" (math/science/code specialists, then an aggregator; see hierarchy).
     latent_steps: latent thoughts per thinking agent.
     realign_scale: None for the paper's norm matching of each aligned vector to the mean input-embedding norm; a
         number multiplies the aligned vector instead (set on every agent's wrapper; the bridge uses the receiver's).
@@ -87,14 +87,19 @@ class LatentMAS:
         run on the HF model and the final agent is decoded by stock vLLM from prompt embeddings, as
         `run.py --method latent_mas --use_vllm`; vllm_kwargs go to `vllm_backend.VLLMEngine` (for instance
         gpu_memory_utilization=0.5, leaving room for the HF weights). "auto" picks vLLM for one model only.
-    latent_space_realign, realign_lambda, think, device, dtype: as the CLI flags of the same names.
+    latent_space_realign, realign_lambda, think, disable_thinking, device, dtype: as the CLI flags of the same names
+        (think: the think-opening token after every agent's generation prompt, the reference's --think;
+        disable_thinking: the chat template's non-thinking mode for every agent; default: the template's default).
+    hierarchy: "chain" (the reference's hierarchy behind the published numbers: each specialist continues the
+        previous one's memory; agents run in index order, so the aggregator must be the last agent) or "parallel"
+        (independent specialists, memories joined for the aggregator), as the CLI's --hierarchy.
     prompts: a `PromptBook` (default: the CLI's defaults), so texts match `run.py`.
     latent_only, sequential_info_only: the CLI's memory ablations (same-model agents only).
     bridge_lambda, bridge_holdout, evaluate_bridges: the ridge lambda of cross-model bridges, the seeded share of
         shared tokens held out of the fit, and whether fitting also measures held-out nearest-neighbour accuracy
         (`mas.bridge(i, j).report`).
 
-    Setting realign options writes them onto the wrappers, including wrappers you pass in.
+    Setting realign and thinking options writes them onto the wrappers, including wrappers you pass in.
     """
 
     def __init__(
@@ -110,6 +115,8 @@ class LatentMAS:
         latent_space_realign: bool = False,
         realign_lambda: float = 1e-5,
         think: bool = False,
+        disable_thinking: bool = False,
+        hierarchy: str = "chain",
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         prompts: PromptBook | None = None,
@@ -126,6 +133,11 @@ class LatentMAS:
             raise ValueError(f"topology must be 'sequential' or 'hierarchical' (got {topology!r})")
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
+        if hierarchy not in ("chain", "parallel"):
+            raise ValueError(f"hierarchy must be 'chain' or 'parallel' (got {hierarchy!r})")
+        if think and disable_thinking:
+            raise ValueError("think and disable_thinking contradict each other")
+        self.think, self.hierarchy = think, hierarchy
         self.backend = resolve_backend(backend)
         self.vllm_kwargs = dict(vllm_kwargs or {})
         self._engine = None  # the vLLM engine, started on the first generate (same-model agents only)
@@ -133,14 +145,19 @@ class LatentMAS:
         self.prompts = prompts or PromptBook.load()
         self.latent_only, self.sequential_info_only = latent_only, sequential_info_only
         self.bridge_lambda, self.bridge_holdout, self.evaluate_bridges = bridge_lambda, bridge_holdout, evaluate_bridges
-        self.agents = self._load(agents, device=device, dtype=dtype, think=think)
+        enable_thinking = False if disable_thinking else None
+        self.agents = self._load(agents, device=device, dtype=dtype, enable_thinking=enable_thinking)
         for model in self.models:
             model.realign_scale = realign_scale
+            model.enable_thinking = enable_thinking
             if (model.latent_space_realign, model.realign_lambda) != (latent_space_realign, realign_lambda):
                 model.latent_space_realign, model.realign_lambda = latent_space_realign, realign_lambda
                 model._realign_matrix = None  # recomputed lazily with the new settings
         self.specialists, self.aggregator = self._hierarchy(hierarchy_config)
         self.roles = self._roles(roles)
+        if topology == "hierarchical" and hierarchy == "chain" and self.aggregator != len(self.agents) - 1:
+            raise ValueError("hierarchy='chain' runs the agents in order: make the aggregator the last agent, "
+                             "or use hierarchy='parallel'")
         if not self.same_model and (latent_only or sequential_info_only):
             raise ValueError("latent_only / sequential_info_only apply to agents of one model only")
         if self.backend == "vllm" and not self.same_model:
@@ -163,7 +180,7 @@ class LatentMAS:
             elif isinstance(agent, str):
                 key, make = agent, lambda a=agent: ModelWrapper.from_pretrained(a, **load_kwargs)
             elif isinstance(agent, (tuple, list)) and len(agent) == 2:
-                key, make = id(agent[0]), lambda a=agent: ModelWrapper(a[0], a[1], think=load_kwargs["think"])
+                key, make = id(agent[0]), lambda a=agent: ModelWrapper(a[0], a[1])
             else:
                 raise TypeError(f"an agent is a model id, a ModelWrapper or a (model, tokenizer) pair, not {type(agent).__name__}")
             if key not in loaded:
@@ -240,14 +257,16 @@ class LatentMAS:
         question_or_questions: str | Sequence[str],
         max_new_tokens: int = 512,
         temperature: float = 0.6,
-        top_p: float = 0.95,
+        top_p: float | None = 0.95,
         seed: int | None = 42,
         answer_kind: str = "number",
+        top_k: int | None = None,
         batch_size: int | None = None,
     ) -> MASResult:
         """Run the agents on one question or a list of questions.
 
-        temperature 0 is greedy; the defaults (0.6, top-p 0.95, seed 42) are the CLI's. answer_kind picks the
+        temperature 0 is greedy; the defaults (0.6, top-p 0.95, seed 42, top-k from the model's generation config)
+        are the CLI's; each question draws from its own random stream (seed, question, agent). answer_kind picks the
         answer instruction ("number", "integer", "choice", "code"). batch_size: questions per batch (default all
         at once; the CLI's --generate_bs is 20).
         """
@@ -256,8 +275,9 @@ class LatentMAS:
         questions = [question_or_questions] if isinstance(question_or_questions, str) else list(question_or_questions)
         items = [{"question": q} for q in questions]
         settings = MethodSettings(
-            topology=self.topology, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-            latent_steps=self.latent_steps, latent_only=self.latent_only,
+            topology=self.topology, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+            seed=seed, think=self.think, hierarchy=self.hierarchy, latent_steps=self.latent_steps,
+            latent_only=self.latent_only,
             sequential_info_only=self.sequential_info_only)
         runner = self._same_model_method(settings) if self.same_model else BridgedLatentMAS(self, settings)
         size = batch_size or max(len(items), 1)
@@ -307,7 +327,7 @@ class BridgedLatentMAS:
 
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         traces: list[list[AgentTrace]] = [[] for _ in items]
-        if self.settings.topology == "hierarchical":
+        if self.settings.parallel_specialists:
             gen = self._hierarchical(items, answer_kind, traces)
         else:
             gen = self._sequential(items, answer_kind, traces)
@@ -359,14 +379,16 @@ class BridgedLatentMAS:
         hidden, gen = None, None
         with timed(len(items), seconds):
             memory, texts = receive(model, messages, thoughts, memory)
+            method = self.methods[id(model)]
+            texts = [text + method.prompt_suffix for text in texts]
             if final:
-                gen = self.methods[id(model)].generate(texts, memory)
+                gen = method.generate(texts, method.streams(items, [role]), memory)
             else:
                 memory, kept = model.latent_rollout(*model.encode(texts), steps, memory, keep_hidden=True)
                 hidden = torch.stack(kept, dim=1) if kept else None
         name = f"{role.title()} ({model.name.rstrip('/').split('/')[-1]})"
         for i, trace in enumerate(traces):
-            shown = model.render_chat(messages[i])
+            shown = model.render_chat(messages[i]) + self.methods[id(model)].prompt_suffix
             if thoughts is not None:
                 prefix, rest = split_user_turn(model, messages[i])
                 shown = f"{prefix}[{thoughts.shape[1]} bridged latent vectors]{rest}"

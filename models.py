@@ -13,7 +13,8 @@ Conventions (B = batch rows, T = new positions, L = positions already in memory,
 
 from __future__ import annotations
 
-import os
+import copy
+import hashlib
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, LogitsProcessorList
 
 # Tokenizers without a chat template get this plain, documented format (README: "Chat format").
 FALLBACK_ROLE_HEADERS = {"system": "System: ", "user": "User: ", "assistant": "Assistant: "}
@@ -235,7 +236,7 @@ class ModelWrapper:
         latent_space_realign: bool = False,
         realign_lambda: float = 1e-5,
         realign_scale: float | None = None,
-        think: bool = False,
+        enable_thinking: bool | None = None,
         source=None,
     ) -> None:
         self.model = model.eval()
@@ -245,7 +246,9 @@ class ModelWrapper:
         self.latent_space_realign = latent_space_realign
         self.realign_lambda = realign_lambda
         self.realign_scale = realign_scale  # None: match the mean input-embedding norm (paper); float: multiply
-        self.think = think
+        # None: the chat template's own default (Qwen3: thinking mode, as the reference renders); False/True: passed
+        # to the template as enable_thinking (--disable_thinking).
+        self.enable_thinking = enable_thinking
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -332,12 +335,13 @@ class ModelWrapper:
     def render_chat(self, messages: list[dict]) -> str:
         """Render one conversation with the tokenizer's own template, ending with the assistant header.
 
+        No template argument beyond the generation prompt unless enable_thinking was set, so by default the prompt
+        is exactly the template's default rendering (Qwen3: thinking mode, no empty think block).
         Without a template: "System: ...\\n\\nUser: ...\\n\\nAssistant: " (README, "Chat format").
         """
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, enable_thinking=self.think
-            )
+            extra = {} if self.enable_thinking is None else {"enable_thinking": self.enable_thinking}
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
         parts = [FALLBACK_ROLE_HEADERS[m["role"]] + m["content"].strip() for m in messages]
         return "\n\n".join(parts + [FALLBACK_ROLE_HEADERS["assistant"].rstrip()]) + " "
 
@@ -345,9 +349,6 @@ class ModelWrapper:
         """Left-padded token ids [B, T] and mask [B, T]. Special tokens come from the chat template, not here."""
         enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -441,11 +442,18 @@ class ModelWrapper:
 
     # ------------------------------------------------------------------------------------------------ realign
 
+    def real_vocab_size(self) -> int:
+        """Rows of the embedding matrices that belong to a token of the tokenizer. Qwen pads its matrices to a
+        multiple of 128 (151,936 rows for 151,669 tokens): the padded rows were never trained."""
+        w_out = self.model.get_output_embeddings().weight
+        return min(len(self.tokenizer), w_out.shape[0], self.model.get_input_embeddings().weight.shape[0])
+
     def _vocab_chunks(self, chunk: int = 8192):
-        """Yield (W_out rows, effective input embeddings of the same token ids), both [n, d]."""
+        """Yield (W_out rows, effective input embeddings of the same token ids), both [n, d], over the tokenizer's
+        real rows only (the reference resizes the embeddings to len(tokenizer) before realigning)."""
         w_out = self.model.get_output_embeddings().weight
         embed = self.model.get_input_embeddings()
-        vocab = min(w_out.shape[0], embed.weight.shape[0])
+        vocab = self.real_vocab_size()
         for start in range(0, vocab, chunk):
             ids = torch.arange(start, min(start + chunk, vocab), device=embed.weight.device)
             # Calling the embedding module (not reading .weight) includes scaling such as Gemma's sqrt(d).
@@ -502,7 +510,7 @@ class ModelWrapper:
             return out
         head = self.model.get_output_embeddings()
         table = self.model.get_input_embeddings().weight
-        vocab = min(len(self.tokenizer), head.weight.shape[0], table.shape[0])
+        vocab = self.real_vocab_size()
         if self._embed_norms is None:
             # In chunks: a float32 copy of a large [V, d] table would be gigabytes.
             self._embed_norms = torch.cat([table[i:min(i + 8192, vocab)].float().norm(dim=-1)
@@ -531,6 +539,34 @@ class ModelWrapper:
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         return 2 * c.num_hidden_layers * heads * head_dim * self.model.dtype.itemsize
 
+    # ----------------------------------------------------------------------------------------------- sampling
+
+    def sampling_config(self, temperature: float = 0.0, top_p: float | None = None,
+                        top_k: int | None = None) -> GenerationConfig:
+        """The run's one sampling configuration: the model's generation config with the run's flags over it, merged
+        the way transformers' `generate` merges them (what a flag leaves as None keeps the model's value, else
+        generate's global default, e.g. top_k 50). Qwen3 ships top_k 20, top_p 0.95, T 0.6.
+
+        temperature 0 is greedy (do_sample False): no warpers, while processors such as a repetition penalty still
+        apply, as in generate. The same values go to vLLM (vllm_backend.vllm_sampling_values)."""
+        flags: dict = {"do_sample": temperature > 0}
+        if temperature > 0:
+            flags["temperature"] = temperature
+            flags.update({k: v for k, v in (("top_p", top_p), ("top_k", top_k)) if v is not None})
+        config, _ = self.model._prepare_generation_config(None, **flags)
+        return config
+
+    def logits_processors(self, config: GenerationConfig, prompt_length: int, prompt_mask: torch.Tensor | None,
+                          device: torch.device) -> LogitsProcessorList:
+        """transformers' own logits processors and warpers for `config`, built by the same GenerationMixin helpers
+        `generate` uses (private API; transformers is pinned in requirements.txt). prompt_mask [B, T]: the current
+        segment's mask, so a repetition penalty skips left padding as in generate; None for embedding prompts."""
+        config = copy.deepcopy(config)
+        self.model._prepare_special_tokens(config, kwargs_has_attention_mask=prompt_mask is not None, device=device)
+        kwargs = {} if prompt_mask is None else {"attention_mask": prompt_mask}
+        return self.model._get_logits_processor(generation_config=config, input_ids_seq_length=prompt_length,
+                                                device=device, model_kwargs=kwargs)
+
     # --------------------------------------------------------------------------------------------- generation
 
     @torch.no_grad()
@@ -541,17 +577,17 @@ class ModelWrapper:
         memory: Memory | None = None,
         *,
         max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        sampling: GenerationConfig | None = None,
+        streams: Sequence[int] | None = None,
     ) -> Generation:
         """Decode a left-padded batch [B, T], optionally continuing from `memory` (the judger's case).
 
-        temperature 0 is greedy. A row stops at its first EOS (counted) or at max_new_tokens; after that its new
-        positions are masked, so finished rows never influence the others.
+        sampling: a sampling_config(...) (None: greedy). streams: one seed per row (stream_seed(seed, item id, agent));
+        row r draws only from its own generator, so its tokens do not depend on the rows around it. A row stops at its
+        first EOS (counted) or at max_new_tokens; after that it leaves the batch and never influences the others.
         """
         return self._decode(mask, self._own(memory), {"input_ids": input_ids}, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, generator=generator)
+                            sampling=sampling, streams=streams)
 
     @torch.no_grad()
     def generate_embeds(
@@ -559,33 +595,43 @@ class ModelWrapper:
         embeds: Sequence[torch.Tensor],
         *,
         max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        sampling: GenerationConfig | None = None,
+        streams: Sequence[int] | None = None,
     ) -> Generation:
         """Decode from prompts given as input embeddings, one [T_i, d] tensor per row (each its own length).
 
         The HF twin of vLLM's prompt-embeds input (vllm_backend.py): rows are left-padded here (pad positions get
         zero vectors and mask 0, so they are never attended and take no position), then decoded by the same loop as
         `generate` (same sampling, EOS counting and stopping). A row holding the embeddings of a token sequence gives
-        the same tokens as `generate` on those token ids.
+        the same tokens as `generate` on those token ids (processors that read the prompt's ids, such as a
+        repetition penalty, see only the generated tokens here).
         """
         d = self.model.get_input_embeddings().weight.shape[-1]
         if any(e.ndim != 2 or e.shape[-1] != d for e in embeds):
             raise ValueError(f"generate_embeds needs one [T, {d}] tensor per row, got {[list(e.shape) for e in embeds]}")
         batch, mask = pad_embeds(embeds, dtype=self.model.dtype, device=self.device)
-        return self._decode(mask, None, {"inputs_embeds": batch}, max_new_tokens=max_new_tokens,
-                            temperature=temperature, top_p=top_p, generator=generator)
+        return self._decode(mask, None, {"inputs_embeds": batch}, max_new_tokens=max_new_tokens, sampling=sampling,
+                            streams=streams)
 
     def _decode(self, mask: torch.Tensor, memory: Memory | None, first: dict, *, max_new_tokens: int,
-                temperature: float, top_p: float, generator: torch.Generator | None) -> Generation:
+                sampling: GenerationConfig | None, streams: Sequence[int] | None) -> Generation:
         """The decode loop of `generate` and `generate_embeds`: `first` holds the first forward's input_ids or
         inputs_embeds (left-padded, [B, T] or [B, T, d]); `memory` is already the loop's own copy (or None).
 
         A row that emits EOS leaves the batch (its cache rows are dropped), so the remaining rows decode in a smaller
         batch: every row still sees exactly its own positions, and no forward runs for finished rows."""
         batch, device = mask.shape[0], mask.device
+        config = sampling if sampling is not None else self.sampling_config()
         logits, memory = self._forward_logits(mask, memory, **first)
+        # The ids the processors read (the segment's prompt, then each generated token), and its mask.
+        seen = first.get("input_ids", torch.zeros(batch, 0, dtype=torch.long, device=device))
+        prompt_length, prompt_mask = seen.shape[1], (mask if "input_ids" in first else None)
+        processors = self.logits_processors(config, prompt_length, prompt_mask, logits.device)
+        generators = None
+        if config.do_sample and streams is not None:
+            if len(streams) != batch:
+                raise ValueError(f"{len(streams)} random streams for {batch} rows")
+            generators = [torch.Generator(device=logits.device).manual_seed(int(s)) for s in streams]
         eos = torch.tensor(self.eos_token_ids or [-1], device=device)
         generated = torch.full((batch, max_new_tokens), self.tokenizer.pad_token_id or 0, dtype=torch.long,
                                device=device)
@@ -604,11 +650,14 @@ class ModelWrapper:
 
         steps = 0
         for step in range(max_new_tokens):
-            token = sample_next(logits, temperature, top_p, generator).to(device)
+            scores = processors(seen, logits)
+            rows_generators = None if generators is None else [generators[r] for r in live.tolist()]
+            token = pick_tokens(scores, config.do_sample, rows_generators).to(device)
             generated[live, step] = token
             steps = step + 1
             if step == max_new_tokens - 1:
                 break
+            seen = torch.cat([seen, token[:, None].to(seen.device)], dim=1)
             finished = torch.isin(token, eos)
             if bool(finished.any()):
                 retire(finished)
@@ -616,7 +665,10 @@ class ModelWrapper:
                 live = live[keep]
                 if not len(live):
                     break
-                memory, token = select_rows(memory, keep, self.config), token[keep]
+                memory, token, seen = select_rows(memory, keep, self.config), token[keep], seen[keep]
+                # Some processors hold per-row state (a repetition penalty's padding lengths): rebuild for the rows left.
+                prompt_mask = prompt_mask[keep] if prompt_mask is not None else None
+                processors = self.logits_processors(config, prompt_length, prompt_mask, logits.device)
             logits, memory = self._forward_logits(torch.ones_like(token)[:, None], memory, input_ids=token[:, None])
         if len(live) and steps:  # rows still in the batch at the end (the budget was reached)
             retire(torch.ones_like(live, dtype=torch.bool))
@@ -657,26 +709,32 @@ def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = No
     return batch, mask
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
-    """[B, V] logits -> [B] token ids: argmax for temperature 0, else nucleus sampling."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_probs.cpu(), 1, generator=generator).to(order.device)
-        return order.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+                   "no_repeat_ngram_size")
 
 
-def make_generator(seed: int | None) -> torch.Generator | None:
-    """A CPU generator for sampling (CPU so runs on different devices draw the same numbers)."""
-    if seed is None:
-        return None
-    return torch.Generator().manual_seed(seed)
+def sampling_values(config: GenerationConfig) -> dict:
+    """The result-changing values of a merged sampling configuration (recorded in summary.json)."""
+    return {k: getattr(config, k, None) for k in SAMPLING_FIELDS}
+
+
+def pick_tokens(scores: torch.Tensor, do_sample: bool,
+                generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+    """[B, V] processed scores -> [B] token ids: argmax when greedy; else one draw per row, row r from
+    generators[r] (its own stream), or from torch's global generator when no streams are given."""
+    if not do_sample:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(-1)
+    return torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generators)])
+
+
+def stream_seed(seed: int, *key: object) -> int:
+    """A 63-bit seed for one random stream, from the run's seed and a key such as (item id, agent role): what an
+    item draws never depends on its batch, the rows around it, a resume, or the other methods in the process."""
+    digest = hashlib.sha256("\x1f".join(str(part) for part in (seed, *key)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def library_versions() -> dict[str, str | None]:

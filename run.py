@@ -15,9 +15,9 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
 # Settings that change results: a --resume must match them exactly.
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
-               "seed", "think", "latent_space_realign", "realign_lambda", "latent_only", "sequential_info_only",
-               "chain_specialists", "text_mas_context_length", "system_prompt", "prompt_file_sha256", "dtype",
-               "use_vllm")
+               "top_k", "seed", "think", "disable_thinking", "latent_space_realign", "realign_lambda", "latent_only",
+               "sequential_info_only", "hierarchy", "text_mas_context_length", "system_prompt", "prompt_file_sha256",
+               "dtype", "use_vllm")
 
 
 class UsageError(Exception):
@@ -42,18 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=None, help="per decoding agent (default: the paper's budget for the task)")
     p.add_argument("--latent_steps", type=int, default=0, help="latent thoughts per non-final agent (latent_mas)")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy decoding")
-    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling mass")
+    p.add_argument("--top_k", type=int, default=None,
+                   help="top-k sampling; default: the model's generation config (Qwen3: 20), else transformers' 50; "
+                        "0 turns it off")
     p.add_argument("--generate_bs", type=int, default=20, help="items per batch")
     p.add_argument("--text_mas_context_length", type=int, default=-1, help="text_mas: max tokens of earlier outputs pasted in (-1: all)")
-    p.add_argument("--think", action="store_true", help="render chats with enable_thinking (Qwen3 templates)")
+    p.add_argument("--think", action="store_true",
+                   help="the reference's --think: append the think-opening token <think> after the generation prompt "
+                        "of every latent_mas agent (judger included); baseline and text_mas ignore it, as in the "
+                        "reference")
+    p.add_argument("--disable_thinking", action="store_true",
+                   help="render every agent of every method in the chat template's non-thinking mode "
+                        "(enable_thinking=False; Qwen3: an empty <think></think> block). Default: the template's own "
+                        "default rendering (Qwen3: thinking mode, as the paper ran)")
     p.add_argument("--latent_space_realign", action="store_true", help="ridge realignment W_a (else identity; norm matching always)")
     p.add_argument("--realign_lambda", type=float, default=1e-5, help="ridge lambda of the realignment")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--latent_only", action="store_true", help="ablation: memory keeps only the last agent's latent steps")
     p.add_argument("--sequential_info_only", action="store_true", help="ablation: memory keeps only the last agent's positions")
-    p.add_argument("--chain_specialists", action="store_true",
-                   help="hierarchical: run specialists one after another on one growing memory (the reference's behaviour)")
+    p.add_argument("--hierarchy", default="chain", choices=["chain", "parallel"],
+                   help="--prompt hierarchical: 'chain' = the reference's (and the published numbers'): each specialist "
+                        "continues the previous one's memory, positions continue; 'parallel' = the paper's Figure 2: "
+                        "independent specialists from position 0, memories joined for the summarizer")
     p.add_argument("--system_prompt", default=None, help="replace the system line of every agent")
     p.add_argument("--prompt_file", default=None, help="JSON object role -> prompt text (see prompts.py)")
     p.add_argument("--data_dir", default=None, help="local data folder (layout of shared/data); default $LATENTMAS_DATA_DIR, else the Hub")
@@ -215,6 +227,13 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.top_k is not None and args.top_k < 0:
+        raise UsageError(f"--top_k must be >= 0 (got {args.top_k}; 0 turns top-k off)")
+    if args.think and args.disable_thinking:
+        raise UsageError("--think (append <think> to latent_mas prompts) and --disable_thinking (non-thinking mode) "
+                         "contradict each other; pick one")
+    if args.hierarchy == "parallel" and args.prompt != "hierarchical":
+        raise UsageError("--hierarchy parallel applies to --prompt hierarchical only")
     if args.realign_lambda < 0:
         raise UsageError("--realign_lambda must be >= 0")
     if args.resume and not args.output_dir:
@@ -272,6 +291,11 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def enable_thinking(args: argparse.Namespace) -> bool | None:
+    """The chat template's enable_thinking: False with --disable_thinking, else None (the template's default)."""
+    return False if args.disable_thinking else None
+
+
 def load_vllm(args: argparse.Namespace, settings: dict):
     """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the GPU memory it is told to take.
     The HF weights are loaded only for latent_mas (its latent rollout), on --device2 with --use_second_HF_model,
@@ -282,7 +306,7 @@ def load_vllm(args: argparse.Namespace, settings: dict):
 
     latent = "latent_mas" in args.method
     wrapper_kwargs = dict(latent_space_realign=args.latent_space_realign, realign_lambda=args.realign_lambda,
-                          think=args.think)
+                          enable_thinking=enable_thinking(args))
     skeleton = ModelWrapper.without_weights(args.model_name, dtype=vllm_dtype(args.dtype), **wrapper_kwargs)
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids,
                         tensor_parallel_size=args.tensor_parallel_size,
@@ -327,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from methods import METHODS, MethodSettings
     from methods.runner import read_predictions, run_method, summarize
-    from models import ModelWrapper, library_versions
+    from models import ModelWrapper, library_versions, sampling_values
 
     torch.manual_seed(args.seed)
     engine = None
@@ -336,19 +360,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = ModelWrapper.from_pretrained(
             args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
-            realign_lambda=args.realign_lambda, think=args.think)
+            realign_lambda=args.realign_lambda, enable_thinking=enable_thinking(args))
     source = model.source
     settings["model"] = {"name": args.model_name, "origin": getattr(source, "origin", None),
                          "path": getattr(source, "path", None), "sha256": getattr(source, "sha256", None),
                          "revision": getattr(model.config, "_commit_hash", None), "dtype": str(model.model.dtype),
                          "device": str(model.device)}
+    # The one sampling configuration every decoding agent uses: the model's generation config, the flags over it.
+    settings["sampling"] = sampling_values(model.sampling_config(args.temperature, args.top_p, args.top_k))
     settings["versions"] = library_versions()
     if engine is not None:
         settings["versions"]["vllm"] = engine.version
     method_settings = MethodSettings(
         topology=args.prompt, max_new_tokens=settings["max_new_tokens"], temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, latent_steps=args.latent_steps, latent_only=args.latent_only,
-        sequential_info_only=args.sequential_info_only, chain_specialists=args.chain_specialists,
+        top_p=args.top_p, top_k=args.top_k, seed=args.seed, think=args.think, latent_steps=args.latent_steps,
+        latent_only=args.latent_only, sequential_info_only=args.sequential_info_only, hierarchy=args.hierarchy,
         text_mas_context_length=args.text_mas_context_length, decode_latents=args.decode_latents)
     # Worst-case KV cache per method from the rendered prompts' token counts, before the first batch.
     estimates = {name: METHODS[name](model, method_settings, prompts).estimate_kv(items, task.answer_kind,

@@ -8,7 +8,7 @@ is needed, unlike the reference's fast path (whose users met "inputs must be a s
 TokensPrompt").
 
 - baseline and text_mas: `VLLMEngine.generate_texts` decodes the rendered prompts, tokenized by the HF tokenizer
-  exactly as the HF path tokenizes them (`{"prompt_token_ids": ...}` prompts), with the same temperature, top-p,
+  exactly as the HF path tokenizes them (`{"prompt_token_ids": ...}` prompts), with the same merged sampling values,
   token budget and EOS ids, and returns a `models.Generation` whose token counts run up to and including EOS.
 - latent_mas: the thinkers roll out their latent thoughts on the HF model (models.ModelWrapper.latent_rollout, the
   same code and KV hand-off as the HF path). The judger is then decoded by vLLM from prompt embeddings built by
@@ -34,7 +34,9 @@ from typing import Sequence
 import torch
 
 from bridge import split_user_turn
-from models import Generation, ModelWrapper, make_generator
+from transformers import GenerationConfig
+
+from models import Generation, ModelWrapper
 
 INSTALL_HINT = "--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)"
 
@@ -103,15 +105,17 @@ def rollout_segments(model: ModelWrapper, input_ids: torch.Tensor, mask: torch.T
 
 
 @torch.no_grad()
-def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[Segment]) -> torch.Tensor:
+def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[Segment],
+                  suffix: str = "") -> torch.Tensor:
     """The judger's prompt as input embeddings [T, d] for one row (no padding).
 
     embed(prompt up to and including the last user-turn header) + for each segment in order: embed(its prompt
-    tokens) + its latent vectors, + embed(the rest of the prompt). The split point comes from the chat template
-    (bridge.split_user_turn). Without segments: the embeddings of the whole rendered prompt.
+    tokens) + its latent vectors, + embed(the rest of the prompt, then `suffix`: the think token under --think).
+    The split point comes from the chat template (bridge.split_user_turn). Without segments: the embeddings of the
+    whole rendered prompt and suffix.
     """
     if not segments:
-        return embed_ids(model, token_ids(model, model.render_chat(messages)))
+        return embed_ids(model, token_ids(model, model.render_chat(messages) + suffix))
     prefix, rest = split_user_turn(model, messages)
     first = embed_ids(model, token_ids(model, prefix))
     parts = [first]
@@ -120,7 +124,7 @@ def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[
             parts.append(embed_ids(model, seg.ids))
         if seg.thoughts is not None and seg.thoughts.shape[0]:
             parts.append(seg.thoughts.to(device=first.device, dtype=first.dtype))
-    parts.append(embed_ids(model, token_ids(model, rest)))
+    parts.append(embed_ids(model, token_ids(model, rest + suffix)))
     return torch.cat(parts, dim=0)
 
 
@@ -149,27 +153,35 @@ class HFEngine:
 
     def __init__(self, model: ModelWrapper) -> None:
         self.model = model
-        self.generator: torch.Generator | None = None
-        self._seeded = False
         self.calls: list[tuple[str, object]] = []  # ("texts", prompts) / ("embeds", [T_i, d] tensors), for tests
 
-    def _generator(self, seed: int | None):
-        if not self._seeded:  # one stream per engine, as Method keeps one generator per method
-            self.generator, self._seeded = make_generator(seed), True
-        return self.generator
-
-    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
-                       seed: int | None = None) -> Generation:
+    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, sampling: GenerationConfig | None = None,
+                       streams: Sequence[int] | None = None) -> Generation:
         self.calls.append(("texts", list(prompts)))
         ids, mask = self.model.encode(prompts)
-        return self.model.generate(ids, mask, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                   generator=self._generator(seed))
+        return self.model.generate(ids, mask, max_new_tokens=max_new_tokens, sampling=sampling, streams=streams)
 
-    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int, temperature: float,
-                             top_p: float, seed: int | None = None) -> Generation:
+    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int,
+                             sampling: GenerationConfig | None = None,
+                             streams: Sequence[int] | None = None) -> Generation:
         self.calls.append(("embeds", list(embeds)))
-        return self.model.generate_embeds(embeds, max_new_tokens=max_new_tokens, temperature=temperature,
-                                          top_p=top_p, generator=self._generator(seed))
+        return self.model.generate_embeds(embeds, max_new_tokens=max_new_tokens, sampling=sampling, streams=streams)
+
+
+def vllm_sampling_values(config: GenerationConfig | None) -> dict:
+    """vLLM SamplingParams fields carrying a merged sampling configuration (ModelWrapper.sampling_config): the same
+    temperature, top-p, top-k, min-p and repetition penalty as the HF path. Greedy is temperature 0. vLLM's own
+    "disabled" values stand for None (top_k -1, min_p 0, repetition_penalty 1)."""
+    if config is None or not config.do_sample:
+        values = {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "min_p": 0.0}
+    else:
+        values = {"temperature": float(config.temperature if config.temperature is not None else 1.0),
+                  "top_p": float(config.top_p if config.top_p is not None else 1.0),
+                  "top_k": int(config.top_k) if config.top_k else -1,
+                  "min_p": float(config.min_p or 0.0)}
+    penalty = getattr(config, "repetition_penalty", None) if config is not None else None
+    values["repetition_penalty"] = float(penalty) if penalty is not None else 1.0
+    return values
 
 
 class VLLMEngine:
@@ -178,9 +190,9 @@ class VLLMEngine:
     model_path: the folder (or hub id) the HF model was loaded from (model_store.ModelSource.path), so both
     backends read the same weights; tokenizer/eos_token_ids: the HF wrapper's, so prompts are tokenized and rows
     stopped and counted as on the HF path. dtype: "bfloat16", "float16", "float32" or "auto".
-    Sampling: SamplingParams(temperature, top_p, max_tokens, seed, stop_token_ids); greedy when temperature is 0.
-    With a seed, row r of the run (counted over all calls) samples with seed + r: reproducible, independent of
-    the batch size, but not the HF path's random stream.
+    Sampling: SamplingParams with the run's merged sampling configuration (vllm_sampling_values), the token budget
+    and EOS ids; each row's seed is its HF random-stream seed (Method.streams: seed, item id, agent), so a row's
+    draws do not depend on its batch, but vLLM's sampler is not the HF path's: sampled texts differ between them.
     """
 
     name = "vllm"
@@ -205,26 +217,25 @@ class VLLMEngine:
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         self.llm = vllm.LLM(**kwargs)
-        self.rows_done = 0  # rows decoded so far: per-row sampling seeds continue across calls
 
     @property
     def version(self) -> str:
         return getattr(self.vllm, "__version__", "unknown")
 
-    def _params(self, rows: int, max_new_tokens: int, temperature: float, top_p: float, seed: int | None):
-        greedy = temperature <= 0
-        params = []
-        for r in range(rows):
-            params.append(self.vllm.SamplingParams(
-                n=1, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
-                max_tokens=max_new_tokens, seed=None if (seed is None or greedy) else seed + self.rows_done + r,
-                stop_token_ids=list(self.eos_token_ids), skip_special_tokens=True))
-        self.rows_done += rows
-        return params
+    def _params(self, rows: int, max_new_tokens: int, sampling: GenerationConfig | None,
+                streams: Sequence[int] | None) -> list:
+        values = vllm_sampling_values(sampling)
+        if streams is not None and len(streams) != rows:
+            raise ValueError(f"{len(streams)} random streams for {rows} rows")
+        greedy = values["temperature"] == 0
+        return [self.vllm.SamplingParams(n=1, max_tokens=max_new_tokens, stop_token_ids=list(self.eos_token_ids),
+                                         skip_special_tokens=True, **values,
+                                         seed=None if (streams is None or greedy) else int(streams[r]))
+                for r in range(rows)]
 
-    def _run(self, prompts: list[dict], max_new_tokens: int, temperature: float, top_p: float,
-             seed: int | None) -> Generation:
-        params = self._params(len(prompts), max_new_tokens, temperature, top_p, seed)
+    def _run(self, prompts: list[dict], max_new_tokens: int, sampling: GenerationConfig | None,
+             streams: Sequence[int] | None) -> Generation:
+        params = self._params(len(prompts), max_new_tokens, sampling, streams)
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows = []
         for out in outputs:
@@ -239,19 +250,20 @@ class VLLMEngine:
             rows.append(ids)
         return finish_rows(self.tokenizer, rows, self.eos_token_ids)
 
-    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, temperature: float, top_p: float,
-                       seed: int | None = None) -> Generation:
+    def generate_texts(self, prompts: list[str], *, max_new_tokens: int, sampling: GenerationConfig | None = None,
+                       streams: Sequence[int] | None = None) -> Generation:
         """Decode rendered prompts, tokenized by the HF tokenizer exactly as ModelWrapper.encode does."""
         ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        return self._run([{"prompt_token_ids": list(row)} for row in ids], max_new_tokens, temperature, top_p, seed)
+        return self._run([{"prompt_token_ids": list(row)} for row in ids], max_new_tokens, sampling, streams)
 
-    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int, temperature: float,
-                             top_p: float, seed: int | None = None) -> Generation:
+    def generate_from_embeds(self, embeds: list[torch.Tensor], *, max_new_tokens: int,
+                             sampling: GenerationConfig | None = None,
+                             streams: Sequence[int] | None = None) -> Generation:
         """Decode prompt embeddings, one [T_i, d] tensor per row (unpadded), as vLLM EmbedsPrompts."""
         if not self.enable_prompt_embeds:
             raise RuntimeError("this VLLMEngine was built without enable_prompt_embeds=True")
         prompts = [{"prompt_embeds": e.detach().to("cpu")} for e in embeds]
-        return self._run(prompts, max_new_tokens, temperature, top_p, seed)
+        return self._run(prompts, max_new_tokens, sampling, streams)
 
 
 def vllm_dtype(dtype: str | None, model_dtype: torch.dtype | None = None) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import ModelWrapper, make_generator
+from models import ModelWrapper, stream_seed
 from prompts import TOPOLOGIES, PromptBook
 
 
@@ -17,14 +17,21 @@ class MethodSettings:
     topology: str = "sequential"            # "sequential" | "hierarchical"
     max_new_tokens: int = 4096
     temperature: float = 0.6                # 0 = greedy
-    top_p: float = 0.95
-    seed: int | None = 42
+    top_p: float | None = 0.95              # None: the model's generation config (else generate's default)
+    top_k: int | None = None                # None: the model's generation config (Qwen3: 20; else generate's 50)
+    seed: int | None = 42                   # None: unseeded draws
+    think: bool = False                     # the reference's --think: "<think>" after latent_mas agents' prompts
     latent_steps: int = 0
     latent_only: bool = False               # keep only the last agent's latent steps as memory
     sequential_info_only: bool = False      # keep only the last agent's positions (prompt + latent) as memory
-    chain_specialists: bool = False         # hierarchical: the reference's chain (each specialist sees the previous)
+    hierarchy: str = "chain"                # hierarchical: "chain" (the reference's, published numbers) | "parallel"
     text_mas_context_length: int = -1       # text_mas: keep at most this many tokens of earlier outputs (-1: all)
     decode_latents: int = 0                 # latent_mas: store the top-K tokens of every latent step (0: off)
+
+    @property
+    def parallel_specialists(self) -> bool:
+        """Hierarchical specialists that start from the question alone and never see each other (Figure 2)."""
+        return self.topology == "hierarchical" and self.hierarchy == "parallel"
 
 
 @dataclass
@@ -53,10 +60,14 @@ class ItemOutput:
         return self.agents[-1].output_tokens if self.agents else 0
 
 
+THINK_TOKEN = "<think>"  # what the reference's --think appends after the generation prompt
+
+
 class Method:
     """A method turns a batch of task items into final texts with per-agent traces."""
 
     name = "method"
+    uses_think_token = False  # --think applies to this method's agents (the reference: latent_mas only)
 
     def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook, engine=None) -> None:
         self.model = model
@@ -64,7 +75,7 @@ class Method:
         self.prompts = prompts
         # --use_vllm: a vllm_backend.VLLMEngine (or its HF twin HFEngine) that decodes instead of the HF model.
         self.engine = engine
-        self.generator = make_generator(settings.seed)
+        self.sampling = model.sampling_config(settings.temperature, settings.top_p, settings.top_k)
         self.workers, self.final_role = TOPOLOGIES[settings.topology]
         self.kv_peak: dict | None = None        # Memory.usage() of the largest KV cache of the current batch
 
@@ -105,23 +116,38 @@ class Method:
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         raise NotImplementedError
 
+    @property
+    def prompt_suffix(self) -> str:
+        """Text after every agent's generation prompt: the think-opening token with --think, where it applies."""
+        return THINK_TOKEN if self.settings.think and self.uses_think_token else ""
+
     def render(self, role: str, items: list[dict], answer_kind: str, contexts: list[str] | None = None,
                latent: bool = False) -> list[str]:
         contexts = contexts or [None] * len(items)
         return [self.model.render_chat(self.prompts.messages(role, item["question"], answer_kind, ctx, latent))
-                for item, ctx in zip(items, contexts)]
+                + self.prompt_suffix for item, ctx in zip(items, contexts)]
 
-    def generate(self, prompts: list[str], memory=None):
+    def streams(self, items: list[dict], roles: list[str]) -> list[int] | None:
+        """One random stream per decoded row, rows in (role, item) order: keyed by (seed, item id, agent role), so
+        an item's draws are the same at any batch size, after a resume and whichever methods share the process.
+        Items without an id are keyed by their question."""
+        if self.settings.seed is None:
+            return None
+        return [stream_seed(self.settings.seed, item.get("id", item["question"]), role)
+                for role in roles for item in items]
+
+    def generate(self, prompts: list[str], streams: list[int] | None, memory=None):
+        """Decode rendered prompts (rows matching `streams`), after `memory` when given."""
         s = self.settings
         if self.engine is not None and memory is None:
             # Same settings and the same Generation (token counts up to and including EOS) from the engine.
-            gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                             top_p=s.top_p, seed=s.seed)
+            gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
+                                             streams=streams)
             self.track_kv(gen.kv)
             return gen
         ids, mask = self.model.encode(prompts)
-        gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                  top_p=s.top_p, generator=self.generator)
+        gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
+                                  streams=streams)
         self.track_kv(gen.kv)
         return gen
 

@@ -9,13 +9,14 @@ from .base import AgentTrace, ItemOutput, Method, timed
 
 class LatentMASMethod(Method):
     name = "latent_mas"
+    uses_think_token = True
 
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         if self.engine is not None:  # --use_vllm: the judger decodes from prompt embeddings (see run_batch_embeds)
             return self.run_batch_embeds(items, answer_kind)
         n = len(items)
         traces: list[list[AgentTrace]] = [[] for _ in range(n)]
-        if self.settings.topology == "hierarchical" and not self.settings.chain_specialists:
+        if self.settings.parallel_specialists:
             memory = self.parallel_specialists(items, answer_kind, traces)
         else:
             memory = None
@@ -25,7 +26,7 @@ class LatentMASMethod(Method):
         prompts = self.render(self.final_role, items, answer_kind, latent=memory is not None)
         seconds: list[float] = []
         with timed(n, seconds):
-            gen = self.generate(prompts, memory)
+            gen = self.generate(prompts, self.streams(items, [self.final_role]), memory)
         for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
             trace.append(AgentTrace(self.final_role.title(), self.final_role, prompt, text, count, 0, seconds[0]))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
@@ -92,7 +93,7 @@ class LatentMASMethod(Method):
         n, m, s = len(items), self.settings.latent_steps, self.settings
         caches: list[tuple[int, list[int]]] = []
         length, real, has_memory = 0, [0] * n, False
-        if s.topology == "hierarchical" and not s.chain_specialists:
+        if s.parallel_specialists:
             lengths = self.prompt_lengths([p for role in self.workers for p in self.render(role, items, answer_kind)])
             part = max(lengths) + m  # every specialist's memory keeps the rollout's padded length
             rows = [sum(lengths[r] + m for r in range(i, len(lengths), n)) for i in range(n)]
@@ -131,7 +132,7 @@ class LatentMASMethod(Method):
         n, s = len(items), self.settings
         traces: list[list[AgentTrace]] = [[] for _ in range(n)]
         segments: list[list] | None = None  # per row, what the judger's memory would hold; None = no memory
-        if s.topology == "hierarchical" and not s.chain_specialists:
+        if s.parallel_specialists:
             prompts = [p for role in self.workers for p in self.render(role, items, answer_kind)]
             seconds: list[float] = []
             with timed(n, seconds):
@@ -175,12 +176,13 @@ class LatentMASMethod(Method):
         latent = segments is not None
         messages = [self.prompts.messages(self.final_role, item["question"], answer_kind, None, latent)
                     for item in items]
-        prompts = [self.model.render_chat(m) for m in messages]
+        prompts = [self.model.render_chat(m) + self.prompt_suffix for m in messages]
         seconds = []
         with timed(n, seconds):
-            embeds = [judger_embeds(self.model, m, segs) for m, segs in zip(messages, segments or [[]] * n)]
-            gen = self.engine.generate_from_embeds(embeds, max_new_tokens=s.max_new_tokens,
-                                                   temperature=s.temperature, top_p=s.top_p, seed=s.seed)
+            embeds = [judger_embeds(self.model, m, segs, self.prompt_suffix)
+                      for m, segs in zip(messages, segments or [[]] * n)]
+            gen = self.engine.generate_from_embeds(embeds, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
+                                                   streams=self.streams(items, [self.final_role]))
         for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
             trace.append(AgentTrace(self.final_role.title(), self.final_role, prompt, text, count, 0, seconds[0]))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]

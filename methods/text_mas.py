@@ -11,13 +11,12 @@ class TextMASMethod(Method):
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         n = len(items)
         traces: list[list[AgentTrace]] = [[] for _ in range(n)]
-        parallel = self.settings.topology == "hierarchical" and not self.settings.chain_specialists
-        if parallel:
+        if self.settings.parallel_specialists:
             # Independent specialists: one batched decode over (specialist, item) rows, nobody sees anybody.
             prompts = [p for role in self.workers for p in self.render(role, items, answer_kind)]
             seconds: list[float] = []
             with timed(n, seconds):
-                gen = self.generate(prompts)
+                gen = self.generate(prompts, self.streams(items, self.workers))
             for s, role in enumerate(self.workers):
                 for i in range(n):
                     r = s * n + i
@@ -34,7 +33,7 @@ class TextMASMethod(Method):
         prompts = self.render(role, items, answer_kind, contexts)
         seconds: list[float] = []
         with timed(len(items), seconds):
-            gen = self.generate(prompts)
+            gen = self.generate(prompts, self.streams(items, [role]))
         for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
             trace.append(AgentTrace(role.title(), role, prompt, text, count, 0, seconds[0]))
         return gen.texts
@@ -67,7 +66,7 @@ class TextMASMethod(Method):
             return len(lengths) * (max(lengths) + grow), [sum(lengths[r] + grow for r in range(i, len(lengths), n))
                                                           for i in range(n)]
 
-        if s.topology == "hierarchical" and not s.chain_specialists:
+        if s.parallel_specialists:
             caches = [cache(self.workers, 0)]
         else:
             caches = [cache([role], k) for k, role in enumerate(self.workers)]

@@ -41,13 +41,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from run import DEFAULT_MODEL, OneLineParser, UsageError, one_line_errors, write_json  # noqa: E402
+from run import DEFAULT_MODEL, OneLineParser, UsageError, enable_thinking, one_line_errors, write_json  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
 # Settings that must match for --resume to reuse a setting's predictions.
 FIXED_KEYS = ("task", "split", "model_name", "prompt", "dev_samples", "max_new_tokens", "temperature", "top_p",
-              "seed", "realign_lambda", "think", "latent_only", "sequential_info_only", "chain_specialists",
+              "top_k", "seed", "realign_lambda", "think", "disable_thinking", "latent_only", "sequential_info_only", "hierarchy",
               "system_prompt", "prompt_file", "dtype")
 
 
@@ -68,14 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_new_tokens", type=int, default=None, help="default: the paper's budget for the task")
     p.add_argument("--temperature", type=float, default=0.6)
     p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--top_k", type=int, default=None, help="default: the model's generation config (as run.py)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--generate_bs", type=int, default=20)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--think", action="store_true")
+    p.add_argument("--think", action="store_true", help="as run.py: <think> after every latent_mas agent's prompt")
+    p.add_argument("--disable_thinking", action="store_true", help="as run.py: the template's non-thinking mode")
     p.add_argument("--latent_only", action="store_true")
     p.add_argument("--sequential_info_only", action="store_true")
-    p.add_argument("--chain_specialists", action="store_true")
+    p.add_argument("--hierarchy", default="chain", choices=["chain", "parallel"], help="as run.py")
     p.add_argument("--system_prompt", default=None)
     p.add_argument("--prompt_file", default=None)
     p.add_argument("--output_dir", default=None, help="default calibration/<task>-<prompt>-<model>-<time>")
@@ -95,6 +97,10 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--generate_bs and --max_new_tokens must be >= 1")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.top_k is not None and args.top_k < 0:
+        raise UsageError("--top_k must be >= 0")
+    if args.think and args.disable_thinking:
+        raise UsageError("--think and --disable_thinking contradict each other; pick one")
     if args.resume and not args.output_dir:
         raise UsageError("--resume needs the --output_dir of the calibration to continue")
 
@@ -209,11 +215,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)
     base = ModelWrapper.from_pretrained(args.model_name, device=args.device, dtype=args.dtype,
-                                        realign_lambda=args.realign_lambda, think=args.think)
+                                        realign_lambda=args.realign_lambda, enable_thinking=enable_thinking(args))
     # One loaded model, two wrappers: realignment off (identity) and on (ridge W_a), each caching its own matrix.
     wrappers = {False: base, True: ModelWrapper(base.model, base.tokenizer, name=args.model_name, source=base.source,
                                                 latent_space_realign=True, realign_lambda=args.realign_lambda,
-                                                think=args.think)}
+                                                enable_thinking=enable_thinking(args))}
     out.mkdir(parents=True, exist_ok=True)
     write_json(sweep_file, {"fixed": fixed, "dev_slice": dev, "latent_steps": args.latent_steps,
                             "realign": args.realign})
@@ -230,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(exist_ok=True)
             settings = MethodSettings(
                 topology=args.prompt, max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                seed=args.seed, latent_steps=steps, latent_only=args.latent_only,
-                sequential_info_only=args.sequential_info_only, chain_specialists=args.chain_specialists)
+                top_k=args.top_k, seed=args.seed, think=args.think, latent_steps=steps, latent_only=args.latent_only,
+                sequential_info_only=args.sequential_info_only, hierarchy=args.hierarchy)
             method = LatentMASMethod(wrappers[realign], settings, prompts)
             path = folder / "predictions.jsonl"
             old = [r for r in read_predictions(path) if r["index"] < len(items)]

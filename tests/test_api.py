@@ -75,7 +75,8 @@ def test_roles_dedupe_and_errors(make_tiny_wrapper):
     w = make_tiny_wrapper()
     assert LatentMAS([w, w]).roles == ["planner", "judger"]
     assert LatentMAS([w] * 6).roles == ["planner", "critic", "refiner", "planner", "critic", "judger"]
-    h = LatentMAS([w] * 3, topology="hierarchical", hierarchy_config={"specialists": [1, 2], "aggregator": 0})
+    h = LatentMAS([w] * 3, topology="hierarchical", hierarchy="parallel",
+                  hierarchy_config={"specialists": [1, 2], "aggregator": 0})
     assert h.roles == ["summarizer", "math", "science"]
     assert LatentMAS([w, w], roles=["critic", "single"]).roles == ["critic", "single"]
     pair = (w.model, w.tokenizer)
@@ -89,6 +90,8 @@ def test_roles_dedupe_and_errors(make_tiny_wrapper):
         LatentMAS([w, w], hierarchy_config={"aggregation": "concat"})
     with pytest.raises(ValueError, match="unknown roles"):
         LatentMAS([w, w], roles=["planner", "boss"])
+    with pytest.raises(ValueError, match="aggregator the last agent"):
+        LatentMAS([w] * 3, topology="hierarchical", hierarchy_config={"specialists": [1, 2], "aggregator": 0})
     with pytest.raises(ValueError, match="answer_kind"):
         LatentMAS([w]).generate("hi", answer_kind="essay")
 
@@ -152,7 +155,7 @@ def test_bridge_recovers_an_exact_linear_relation(make_tiny_wrapper, make_narrow
 def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, topology):
     a, b = make_tiny_wrapper(), make_narrow(hidden=32)
     agents = [a, a, b] if topology == "sequential" else [a, b, a]
-    mas = LatentMAS(agents, topology=topology, latent_steps=2)
+    mas = LatentMAS(agents, topology=topology, latent_steps=2, hierarchy="parallel")
     seen = []
     original = a.generate if topology == "hierarchical" else b.generate
     monkeypatch.setattr(original.__self__, "generate",
@@ -193,7 +196,7 @@ def test_readme_examples_and_real_bridge():
     assert result.text and 0 < result.output_tokens[0] <= 50
     report = mas.bridge(0, 1).report
     assert report["heldout_tokens"] > 1000 and report["nn_top1_all"] > 100 * report["chance_all"]
-    mas = LatentMAS(agents=[qwen, qwen, smol, qwen], topology="hierarchical", latent_steps=5,
+    mas = LatentMAS(agents=[qwen, qwen, smol, qwen], topology="hierarchical", latent_steps=5, hierarchy="parallel",
                     hierarchy_config={"specialists": [0, 1, 2], "aggregator": 3, "aggregation": "concat"})
     result = mas.generate("Solve: If 3x + 7 = 22, what is x?", max_new_tokens=50)
     assert result.text and len(result.agents[0]) == 4

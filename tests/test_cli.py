@@ -64,13 +64,15 @@ def test_batch_size_does_not_change_greedy_outputs(tiny_model_dir, data_dir, tmp
 
 def test_killed_run_resumes_without_loss_or_duplicates(tiny_model_dir, data_dir, tmp_path):
     out = tmp_path / "resume"
-    args = ["--method", "latent_mas", "--latent_steps", 1, *common(tiny_model_dir, data_dir, out, 6, 1)]
+    # 60 new tokens per item (about half a second each), so the kill lands mid-run.
+    args = ["--method", "latent_mas", "--latent_steps", 1, *common(tiny_model_dir, data_dir, out, 6, 1),
+            "--max_new_tokens", 60]
     proc = subprocess.Popen([sys.executable, "run.py", *map(str, args)], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pred = out / "predictions.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (not pred.exists() or len(pred.read_text().splitlines()) < 2):
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(pred.read_text().splitlines())

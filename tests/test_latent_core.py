@@ -88,8 +88,9 @@ def test_inputs_memory_is_not_mutated(make_tiny_wrapper):
 
 def test_realignment_solves_the_normal_equations(make_tiny_wrapper):
     wrapper = make_tiny_wrapper(latent_space_realign=True, tie=False)
-    w_out = wrapper.model.get_output_embeddings().weight.float()
-    w_in = wrapper.model.get_input_embeddings().weight.float()
+    rows = len(wrapper.tokenizer)  # the tokenizer's real rows (151,669 of 151,936)
+    w_out = wrapper.model.get_output_embeddings().weight.float()[:rows]
+    w_in = wrapper.model.get_input_embeddings().weight.float()[:rows]
     matrix, _ = wrapper.realignment()
     lam = wrapper.realign_lambda
     lhs = (w_out.T @ w_out + lam * torch.eye(w_out.shape[1])) @ matrix
@@ -163,7 +164,7 @@ def test_generation_stops_at_eos_and_counts_it(make_tiny_wrapper, monkeypatch):
     eos = wrapper.eos_token_ids[0]
     script = iter([[11, 12], [13, 14], [eos, 15], [16], [17]])
     rows = []
-    monkeypatch.setattr(models, "sample_next", lambda logits, *a: rows.append(logits.shape[0]) or torch.tensor(next(script)))
+    monkeypatch.setattr(models, "pick_tokens", lambda scores, *a: rows.append(scores.shape[0]) or torch.tensor(next(script)))
     ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in PROMPTS[:2]])
     gen = wrapper.generate(ids, mask, max_new_tokens=5)
     assert gen.num_tokens == [3, 5] and rows == [2, 2, 2, 1, 1]
@@ -184,24 +185,30 @@ def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows
         assert use_few_rows_linear(wrapper.model) == 2 * 7 + 1  # 7 projections per layer + the LM head
     eos = wrapper.eos_token_ids[0]
     prompts = [chat(wrapper, "judger", q) for q in PROMPTS]
-    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
+    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8).token_ids[0] for p in prompts]
     # Make two rows stop early: EOS becomes the argmax once a row has emitted its 2nd / 5th token.
     wrapper.eos_token_ids = sorted({eos, alone[0][1], alone[2][4]})
-    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
-    batched = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=8, temperature=0)
+    alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8).token_ids[0] for p in prompts]
+    batched = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=8)
     assert batched.token_ids == alone
     assert min(map(len, alone)) < 8 == max(map(len, alone)), "the test needs rows that stop early and one that does not"
 
 
-def test_sampling_honours_seed_and_top_p(make_tiny_wrapper):
-    from models import make_generator, sample_next
+def test_sampling_honours_streams_and_top_p(make_tiny_wrapper):
+    """pick_tokens draws row r from generators[r] alone; the TopP warper of a merged config keeps one token here."""
+    from models import pick_tokens
 
-    logits = torch.tensor([[5.0, 4.9, -10.0, -10.0]])
-    draws = {int(sample_next(logits, 1.0, 0.5, make_generator(s))) for s in range(20)}
-    assert draws == {0}, "top_p 0.5 keeps only the most likely token here"
-    a = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
-    b = [int(sample_next(logits, 1.0, 1.0, g)) for g in [make_generator(3)] * 10]
-    assert a == b
+    wrapper = make_tiny_wrapper()
+    logits = torch.tensor([[5.0, 4.9, -10.0, -10.0]] * 2)
+    top_p = wrapper.logits_processors(wrapper.sampling_config(1.0, 0.5, 0), 0, None, "cpu")
+    gens = lambda s: [torch.Generator().manual_seed(s + r) for r in range(2)]
+    draws = {tuple(pick_tokens(top_p(torch.zeros(2, 0, dtype=torch.long), logits.clone()), True, gens(s)).tolist())
+             for s in range(20)}
+    assert draws == {(0, 0)}, "top_p 0.5 keeps only the most likely token here"
+    draw = lambda s: [tuple(pick_tokens(logits, True, g).tolist()) for g in [gens(s)] for _ in range(10)]
+    assert draw(3) == draw(3) and draw(3) != draw(4)
+    # Row 1 alone with its own generator draws what it drew in the batch.
+    assert [int(pick_tokens(logits[1:], True, [g])) for g in [gens(3)[1]] for _ in range(10)] == [r[1] for r in draw(3)]
 
 
 @pytest.mark.parametrize("bias", [False, True])

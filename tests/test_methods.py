@@ -23,7 +23,7 @@ def real_kv(memory, row, layer=0):
 def test_hierarchical_specialists_are_independent(make_tiny_wrapper):
     """A specialist's memory is the same whether or not the other specialists run beside it."""
     wrapper = make_tiny_wrapper(latent_space_realign=True)
-    method = make("latent_mas", wrapper, topology="hierarchical", latent_steps=3)
+    method = make("latent_mas", wrapper, topology="hierarchical", hierarchy="parallel", latent_steps=3)
     prompts = {role: method.render(role, ITEMS, "number") for role in method.workers}
     together = method.specialist_memories([p for role in method.workers for p in prompts[role]], len(ITEMS))
     for s, role in enumerate(method.workers):
@@ -40,7 +40,7 @@ def test_hierarchical_specialists_are_independent(make_tiny_wrapper):
 
 def test_hierarchical_judger_sees_all_three_memories(make_tiny_wrapper, monkeypatch):
     wrapper = make_tiny_wrapper()
-    method = make("latent_mas", wrapper, topology="hierarchical", latent_steps=2)
+    method = make("latent_mas", wrapper, topology="hierarchical", hierarchy="parallel", latent_steps=2)
     seen = []
     original = wrapper.generate
     monkeypatch.setattr(wrapper, "generate", lambda ids, mask, memory=None, **kw: seen.append(memory) or original(ids, mask, memory, **kw))
@@ -81,7 +81,7 @@ def test_ablations_trim_the_memory(make_tiny_wrapper, monkeypatch):
 
 def test_text_mas_hierarchical_specialists_do_not_see_each_other(make_tiny_wrapper):
     wrapper = make_tiny_wrapper()
-    outs = make("text_mas", wrapper, topology="hierarchical").run_batch(ITEMS, "choice")
+    outs = make("text_mas", wrapper, topology="hierarchical", hierarchy="parallel").run_batch(ITEMS, "choice")
     agents = outs[1].agents
     assert [a.role for a in agents] == ["math", "science", "code", "summarizer"]
     for a in agents[:3]:
@@ -98,10 +98,10 @@ def test_text_mas_sequential_pastes_earlier_outputs(make_tiny_wrapper):
     assert planner.output.strip() in critic.input and "```python" in outs[0].agents[-1].input
 
 
-def test_chain_specialists_is_the_reference_chain(make_tiny_wrapper, monkeypatch):
+def test_chain_hierarchy_is_the_reference_chain(make_tiny_wrapper, monkeypatch):
     wrapper = make_tiny_wrapper()
     calls = []
     original = wrapper.latent_rollout
     monkeypatch.setattr(wrapper, "latent_rollout", lambda ids, mask, steps, memory=None, **kw: calls.append(memory) or original(ids, mask, steps, memory, **kw))
-    make("latent_mas", wrapper, topology="hierarchical", chain_specialists=True, latent_steps=1).run_batch(ITEMS, "number")
+    make("latent_mas", wrapper, topology="hierarchical", hierarchy="chain", latent_steps=1).run_batch(ITEMS, "number")
     assert calls[0] is None and calls[1] is not None and calls[2].length > calls[1].length

@@ -17,7 +17,7 @@ import run
 from bridge import split_user_turn
 from methods import METHODS, MethodSettings
 from methods.runner import run_method
-from models import Generation, ModelWrapper, make_generator
+from models import Generation, ModelWrapper
 from prompts import PromptBook
 from vllm_backend import (INSTALL_HINT, HFEngine, Segment, VLLMEngine, VLLMUnavailable, embed_ids, judger_embeds,
                           token_ids)
@@ -91,14 +91,14 @@ def test_hf_embeds_path_equals_the_plain_token_prompt(make_tiny_wrapper):
         rows.append(judger_embeds(wrapper, messages, [Segment(agent, embed_ids(wrapper, thought_ids))]))
         known.append(token_ids(wrapper, prefix) + agent + thought_ids + token_ids(wrapper, rest))
     assert [r.shape[0] for r in rows] == [len(k) for k in known] and rows[0].shape[0] != rows[1].shape[0]
-    by_embeds = wrapper.generate_embeds(rows, max_new_tokens=8, temperature=0)
-    by_ids = wrapper.generate(*left_pad(wrapper, known), max_new_tokens=8, temperature=0)
+    by_embeds = wrapper.generate_embeds(rows, max_new_tokens=8)
+    by_ids = wrapper.generate(*left_pad(wrapper, known), max_new_tokens=8)
     assert by_embeds.texts == by_ids.texts and by_embeds.token_ids == by_ids.token_ids
     assert by_embeds.num_tokens == by_ids.num_tokens and all(n >= 1 for n in by_ids.num_tokens)
     # Sampling goes through the same loop too.
-    a = wrapper.generate_embeds(rows, max_new_tokens=4, temperature=0.8, top_p=0.9, generator=make_generator(3))
-    b = wrapper.generate(*left_pad(wrapper, known), max_new_tokens=4, temperature=0.8, top_p=0.9,
-                         generator=make_generator(3))
+    sampled = dict(max_new_tokens=4, sampling=wrapper.sampling_config(0.8, 0.9), streams=[3, 4])
+    a = wrapper.generate_embeds(rows, **sampled)
+    b = wrapper.generate(*left_pad(wrapper, known), **sampled)
     assert a.token_ids == b.token_ids
 
 
@@ -151,7 +151,7 @@ def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, t
             at += len(a) + steps
         assert out.agents[-1].input == prefix + rest and out.agents[-1].output == out.final_text
         assert [a.latent_steps for a in out.agents] == [steps] * len(agents) + [0]
-    plain = wrapper.generate(*left_pad(wrapper, recovered), max_new_tokens=4, temperature=0)
+    plain = wrapper.generate(*left_pad(wrapper, recovered), max_new_tokens=4)
     assert [o.final_text for o in outputs] == plain.texts
     assert [o.judger_output_tokens for o in outputs] == plain.num_tokens
 
@@ -242,8 +242,9 @@ def stub_vllm_module(wrapper_for_path):
             for prompt, p in zip(prompts, params):
                 module.requests.append((prompt, p))
                 w = self.wrapper
-                kw = dict(max_new_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p,
-                          generator=make_generator(p.seed))
+                sampling = self.wrapper.sampling_config(p.temperature, p.top_p, max(p.top_k, 0))
+                kw = dict(max_new_tokens=p.max_tokens, sampling=sampling,
+                          streams=None if p.seed is None else [p.seed])
                 if "prompt_embeds" in prompt:
                     assert set(prompt) == {"prompt_embeds"} and prompt["prompt_embeds"].device.type == "cpu"
                     gen = w.generate_embeds([prompt["prompt_embeds"]], **kw)
@@ -273,20 +274,21 @@ def test_vllm_engine_calls_and_conversions(make_tiny_wrapper, monkeypatch):
                                gpu_memory_utilization=0.5, enable_prefix_caching=True, dtype="bfloat16", seed=7,
                                enable_prompt_embeds=True)]
     prompts = [wrapper.render_chat(PromptBook.load().messages("single", it["question"], "number")) for it in ITEMS]
-    got = engine.generate_texts(prompts, max_new_tokens=5, temperature=0, top_p=0.95, seed=7)
-    want = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=5, temperature=0)
+    got = engine.generate_texts(prompts, max_new_tokens=5, streams=[7, 8])
+    want = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=5)
     assert (got.texts, got.token_ids, got.num_tokens) == (want.texts, want.token_ids, want.num_tokens)
     p = stub.requests[0][1]
     assert (p.temperature, p.top_p, p.max_tokens, p.seed, p.n) == (0.0, 1.0, 5, None, 1)
     assert p.stop_token_ids == wrapper.eos_token_ids and p.skip_special_tokens
     assert [r[0]["prompt_token_ids"] for r in stub.requests] == [token_ids(wrapper, t) for t in prompts]
-    # Sampling: the same temperature and top-p, one seed per row of the run, continuing across calls.
+    # Sampling: the merged values of the run's sampling config, each row seeded with its own stream's seed.
     stub.requests.clear()
-    engine.generate_texts(prompts, max_new_tokens=3, temperature=0.6, top_p=0.95, seed=7)
+    sampling = wrapper.sampling_config(0.6, 0.95)
+    engine.generate_texts(prompts, max_new_tokens=3, sampling=sampling, streams=[11, 12])
     engine.generate_from_embeds([embed_ids(wrapper, token_ids(wrapper, t)) for t in prompts], max_new_tokens=3,
-                                temperature=0.6, top_p=0.95, seed=7)
+                                sampling=sampling, streams=[13, 14])
     assert [(r[1].temperature, r[1].top_p) for r in stub.requests] == [(0.6, 0.95)] * 4
-    assert [r[1].seed for r in stub.requests] == [7 + 2, 7 + 3, 7 + 4, 7 + 5]
+    assert [r[1].seed for r in stub.requests] == [11, 12, 13, 14]
     # EOS reported only as stop_reason is still counted, and a row is cut at its first EOS.
     eos = wrapper.eos_token_ids[0]
     rows = [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=(5, 6), finish_reason="stop",
@@ -294,7 +296,7 @@ def test_vllm_engine_calls_and_conversions(make_tiny_wrapper, monkeypatch):
             types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=(5, eos, 6), finish_reason="length",
                                                                  stop_reason=None)])]
     monkeypatch.setattr(engine.llm, "generate", lambda *a, **k: rows)
-    gen = engine.generate_texts(prompts, max_new_tokens=3, temperature=0, top_p=1.0)
+    gen = engine.generate_texts(prompts, max_new_tokens=3)
     assert gen.token_ids == [[5, 6, eos], [5, eos]] and gen.num_tokens == [3, 2]
 
 
@@ -368,9 +370,8 @@ def test_smollm2_embeds_path_equals_token_prompt():
     thought_ids = token_ids(wrapper, " First find May's sales: half of 48 is 24. Then add 48 and 24.")
     row = judger_embeds(wrapper, messages, [Segment(agent, embed_ids(wrapper, thought_ids))])
     known = token_ids(wrapper, prefix) + agent + thought_ids + token_ids(wrapper, rest)
-    by_embeds = wrapper.generate_embeds([row], max_new_tokens=40, temperature=0)
-    by_ids = wrapper.generate(torch.tensor([known]), torch.ones(1, len(known), dtype=torch.long), max_new_tokens=40,
-                              temperature=0)
+    by_embeds = wrapper.generate_embeds([row], max_new_tokens=40)
+    by_ids = wrapper.generate(torch.tensor([known]), torch.ones(1, len(known), dtype=torch.long), max_new_tokens=40)
     assert by_embeds.texts == by_ids.texts and by_embeds.num_tokens == by_ids.num_tokens
 
 
@@ -390,7 +391,7 @@ def test_stock_vllm_against_hf_on_a_packaged_model():
     engine = VLLMEngine(wrapper.source.path, wrapper.tokenizer, wrapper.eos_token_ids, gpu_memory_utilization=0.5,
                         enable_prompt_embeds=True, dtype=vllm_dtype("auto", wrapper.model.dtype))
     prompts = [wrapper.render_chat(PromptBook.load().messages("single", it["question"], "number")) for it in ITEMS]
-    kw = dict(max_new_tokens=48, temperature=0, top_p=1.0)
+    kw = dict(max_new_tokens=48)
     hf = wrapper.generate(*wrapper.encode(prompts), **kw)
     by_ids = engine.generate_texts(prompts, **kw)
     by_embeds = engine.generate_from_embeds([embed_ids(wrapper, token_ids(wrapper, p)) for p in prompts], **kw)

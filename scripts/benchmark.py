@@ -191,7 +191,7 @@ def bench_memory(model, items, task, args) -> list[dict]:
     rows = []
     batch = items[: args.generate_bs]
     for topology in ("sequential", "hierarchical"):
-        settings = MethodSettings(topology=topology, latent_steps=args.latent_steps)
+        settings = MethodSettings(topology=topology, latent_steps=args.latent_steps, hierarchy="parallel")
         method = METHODS["latent_mas"](model, settings, PromptBook.load())
         traces = [[] for _ in batch]
         if topology == "sequential":

@@ -102,10 +102,10 @@ def main(argv=None) -> int:
     book = PromptBook.load()
     items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.n)
     prompts = [hf.render_chat(book.messages("single", it["question"], "number")) for it in items]
-    greedy = dict(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0)
+    greedy = dict(max_new_tokens=args.max_new_tokens)  # no sampling config: greedy on both backends
     accuracy = lambda texts, its: sum(ok for _, ok in score_predictions("gsm8k", texts, its)) / max(len(its), 1)
 
-    engine.generate_texts(prompts[:1], max_new_tokens=8, temperature=0.0, top_p=1.0)  # warm-up (graphs, caches)
+    engine.generate_texts(prompts[:1], max_new_tokens=8)  # warm-up (graphs, caches)
     hf.generate(*hf.encode(prompts[:1]), max_new_tokens=8)
     hf_gen, hf_s = timed(lambda: merge([hf.generate(*hf.encode(b), **greedy) for b in batches(prompts, args.batch_size)]))
     vl_gen, vl_s = timed(lambda: merge([engine.generate_texts(b, **greedy) for b in batches(prompts, args.batch_size)]))

@@ -27,6 +27,7 @@ from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
 from models import Generation, Memory, ModelWrapper, join_memories
 from prompts import ANSWER_FORMATS, PromptBook
+from topology import make_plan
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
 SEQUENTIAL_THINKERS = ("planner", "critic", "refiner")
@@ -293,8 +294,9 @@ class LatentMAS:
         """The CLI's LatentMASMethod on the one shared model, with this system's roles (and, with the vLLM
         backend, the CLI's --use_vllm path: HF latent rollouts, the final agent decoded by vLLM)."""
         method = LatentMASMethod(self.agents[0], settings, self.prompts, engine=self._vllm_engine())
-        method.workers = [self.roles[i] for i in self.specialists]
-        method.final_role = self.roles[self.aggregator]
+        method.plan = make_plan(self.topology, self.hierarchy, latent_only=self.latent_only,
+                                sequential_info_only=self.sequential_info_only,
+                                roles=([self.roles[i] for i in self.specialists], self.roles[self.aggregator]))
         return method
 
     def _vllm_engine(self):

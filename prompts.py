@@ -47,11 +47,6 @@ DEFAULT_PROMPTS: dict[str, str] = {
     "single": "Question: {question}\n\n{answer_format}",
 }
 
-TOPOLOGIES = {
-    "sequential": (["planner", "critic", "refiner"], "judger"),
-    "hierarchical": (["math", "science", "code"], "summarizer"),
-}
-
 
 class PromptError(Exception):
     """A prompt file is missing, malformed or names unknown roles; the message is one line."""

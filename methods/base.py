@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import torch
 
 from models import ModelWrapper, stream_seed
-from prompts import TOPOLOGIES, PromptBook
+from prompts import PromptBook
+from topology import make_plan
 
 
 @dataclass
@@ -76,7 +77,9 @@ class Method:
         # --use_vllm: a vllm_backend.VLLMEngine (or its HF twin HFEngine) that decodes instead of the HF model.
         self.engine = engine
         self.sampling = model.sampling_config(settings.temperature, settings.top_p, settings.top_k)
-        self.workers, self.final_role = TOPOLOGIES[settings.topology]
+        # Which agents run, in which order, what each reads and keeps (topology.py); the API may set its own roles.
+        self.plan = make_plan(settings.topology, settings.hierarchy, latent_only=settings.latent_only,
+                              sequential_info_only=settings.sequential_info_only)
         self.kv_peak: dict | None = None        # Memory.usage() of the largest KV cache of the current batch
 
     # --------------------------------------------------------------------------------------- KV accounting

@@ -1,10 +1,54 @@
-"""LatentMAS: agents think in latent steps and hand their KV cache on; only the final agent writes text."""
+"""LatentMAS: agents think in latent steps and hand their KV cache on; only the final agent writes text.
+
+The agents, their order and what each reads come from the run's topology plan (topology.py), walked once by
+`think_all`: on the HF model the final agent continues the KV memory; with --use_vllm (an engine) the same walk
+also keeps, per row, each agent's prompt tokens and fed vectors, and the engine decodes the final agent from
+prompt embeddings. The KV estimator (`kv_plan`) walks the same plan over shapes.
+"""
 
 from __future__ import annotations
 
 from models import Memory, join_memories, keep_last, select_rows
+from topology import EMPTY, KVShape, KVShapeOps, StageOps, walk
 
 from .base import AgentTrace, ItemOutput, Method, timed
+
+
+class KVOps(StageOps[Memory]):
+    """Plan operations on KV memories (per-row masks and positions are kept by keep_last / join_memories)."""
+
+    def __init__(self, config, latent_steps: int) -> None:
+        self.config, self.latent_steps = config, latent_steps
+
+    def own(self, part: Memory, added: int) -> Memory:
+        return keep_last(part, added, self.config)
+
+    def latent(self, part: Memory) -> Memory | None:
+        return keep_last(part, self.latent_steps, self.config)
+
+    def join(self, memories: list[Memory]) -> Memory:
+        return join_memories(memories, self.config)
+
+
+class SpliceOps(StageOps[tuple]):
+    """--use_vllm: a KV memory (for the agents that continue it) paired with, per row, the Segments the judger's
+    prompt embeddings will hold (vllm_backend.judger_embeds): each agent's prompt tokens and the vectors it was fed."""
+
+    def __init__(self, kv: KVOps) -> None:
+        self.kv = kv
+
+    def own(self, part: tuple, added: int) -> tuple:
+        memory, rows = part
+        return self.kv.own(memory, added), [[segments[-1]] for segments in rows]
+
+    def latent(self, part: tuple) -> tuple | None:
+        memory, rows = part
+        kept = self.kv.latent(memory)
+        return None if kept is None else (kept, [[segments[-1].latent_only()] for segments in rows])
+
+    def join(self, memories: list[tuple]) -> tuple:
+        return (self.kv.join([m for m, _ in memories]),
+                [[seg for row in per_memory for seg in row] for per_memory in zip(*(rows for _, rows in memories))])
 
 
 class LatentMASMethod(Method):
@@ -12,181 +56,99 @@ class LatentMASMethod(Method):
     uses_think_token = True
 
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
-        if self.engine is not None:  # --use_vllm: the judger decodes from prompt embeddings (see run_batch_embeds)
-            return self.run_batch_embeds(items, answer_kind)
-        n = len(items)
+        n, final = len(items), self.plan.final_role
         traces: list[list[AgentTrace]] = [[] for _ in range(n)]
-        if self.settings.parallel_specialists:
-            memory = self.parallel_specialists(items, answer_kind, traces)
-        else:
-            memory = None
-            for role in self.workers:
-                memory = self.think(role, items, answer_kind, memory, traces)
         # The judger always continues from the accumulated memory, latent_steps = 0 included.
-        prompts = self.render(self.final_role, items, answer_kind, latent=memory is not None)
+        read = self.think_all(items, answer_kind, traces)
         seconds: list[float] = []
-        with timed(n, seconds):
-            gen = self.generate(prompts, self.streams(items, [self.final_role]), memory)
+        if self.engine is None:
+            prompts = self.render(final, items, answer_kind, latent=read is not None)
+            with timed(n, seconds):
+                gen = self.generate(prompts, self.streams(items, [final]), read)
+        else:
+            gen, prompts = self.decode_from_embeds(items, answer_kind, None if read is None else read[1], seconds)
         for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
-            trace.append(AgentTrace(self.final_role.title(), self.final_role, prompt, text, count, 0, seconds[0]))
+            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0]))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
 
-    def think(self, role: str, items: list[dict], answer_kind: str, memory: Memory | None,
-              traces: list[list[AgentTrace]]) -> Memory | None:
-        """One agent of a chain: prompt + latent steps appended to the memory, then the ablation trims."""
-        steps, decode = self.settings.latent_steps, self.settings.decode_latents
-        prompts = self.render(role, items, answer_kind, latent=memory is not None)
-        seconds: list[float] = []
-        with timed(len(items), seconds):
-            before = memory.length if memory is not None else 0
-            memory, hidden = self.model.latent_rollout(*self.model.encode(prompts), steps, memory,
-                                                       keep_hidden=decode > 0)
-            self.track_kv(memory.usage())
-            memory = self._trim(memory, memory.length - before)
-        # Reading the thoughts (--decode_latents) is an audit, outside the timed work.
-        latent_tokens = self.model.decode_thoughts(hidden, decode) if hidden else [None] * len(items)
-        for trace, prompt, tokens in zip(traces, prompts, latent_tokens):
-            trace.append(AgentTrace(role.title(), role, prompt, "", 0, steps, seconds[0], latent_tokens=tokens))
-        return memory
+    def think_all(self, items: list[dict], answer_kind: str, traces: list[list[AgentTrace]]):
+        """Walk the plan's thinking stages: the memory the final agent reads (a Memory; with an engine, a pair
+        (Memory, per-row Segments)), or None."""
+        kv = KVOps(self.model.config, self.settings.latent_steps)
+        ops = kv if self.engine is None else SpliceOps(kv)
+        return walk(self.plan, lambda roles, read: self.think(roles, items, answer_kind, read, traces), ops)
 
-    def parallel_specialists(self, items: list[dict], answer_kind: str, traces: list[list[AgentTrace]]) -> Memory | None:
-        """The paper's hierarchy: specialists start from the question alone, as one batched rollout over
-        (specialist, item) rows; the summarizer gets all their memories joined."""
-        n, steps = len(items), self.settings.latent_steps
-        prompts = [p for role in self.workers for p in self.render(role, items, answer_kind)]
+    def think(self, roles: tuple[str, ...], items: list[dict], answer_kind: str, read,
+              traces: list[list[AgentTrace]]) -> tuple[list, list[int]]:
+        """One stage: its agents' prompts appended to the memory they read and `latent_steps` latent steps, as one
+        batched rollout over (agent, item) rows. Returns one part per agent (the memory it read + its positions)
+        and the positions each appended. With an engine, parts are (Memory, per-row Segments) pairs."""
+        n, steps, decode = len(items), self.settings.latent_steps, self.settings.decode_latents
+        splice = self.engine is not None
+        memory, segments = (read if read is not None else (None, None)) if splice else (read, None)
+        prompts = [p for role in roles for p in self.render(role, items, answer_kind, latent=read is not None)]
         seconds: list[float] = []
-        hidden: list = []
         with timed(n, seconds):
-            memories = self.specialist_memories(prompts, n, hidden)
-            parts = [p for p in (self._trim(p, p.length) for p in memories) if p is not None]
-            joined = join_memories(parts, self.model.config) if parts else None
-        latent_tokens = self.model.decode_thoughts(hidden, self.settings.decode_latents) if hidden else None
-        for s, role in enumerate(self.workers):
-            for i in range(n):
-                traces[i].append(AgentTrace(role.title(), role, prompts[s * n + i], "", 0, steps,
-                                            seconds[0] / len(self.workers),
-                                            latent_tokens=latent_tokens[s * n + i] if latent_tokens else None))
-        return joined
+            ids, mask = self.model.encode(prompts)
+            if memory is not None and len(roles) > 1:  # each agent of the stage reads the same memory
+                memory = select_rows(memory, [i for _ in roles for i in range(n)], self.model.config)
+            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=decode > 0 or splice)
+            self.track_kv(memory.usage())
+            parts = [memory] if len(roles) == 1 else [select_rows(memory, range(k * n, (k + 1) * n), self.model.config)
+                                                      for k in range(len(roles))]
+            if splice:
+                from vllm_backend import rollout_segments
 
-    def specialist_memories(self, prompts: list[str], n: int, hidden: list | None = None) -> list[Memory]:
-        """One latent rollout over all (specialist, item) rows, split back into one memory per specialist.
-        With --decode_latents and a `hidden` list, the hidden states behind the thoughts are appended to it."""
-        keep = hidden is not None and self.settings.decode_latents > 0
-        memory, kept = self.model.latent_rollout(*self.model.encode(prompts), self.settings.latent_steps,
-                                                 keep_hidden=keep)
-        self.track_kv(memory.usage())
-        if keep:
-            hidden.extend(kept)
-        return [select_rows(memory, range(s * n, (s + 1) * n), self.model.config) for s in range(len(prompts) // n)]
-
-    def _trim(self, memory: Memory, added: int) -> Memory | None:
-        """The reference's ablations: keep only this agent's latent steps, or only this agent's positions."""
-        if self.settings.latent_only:
-            return keep_last(memory, self.settings.latent_steps, self.model.config)
-        if self.settings.sequential_info_only:
-            return keep_last(memory, added, self.model.config)
-        return memory
-
-    def kv_plan(self, items: list[dict], answer_kind: str) -> list[tuple[int, list[int]]]:
-        """The memories run_batch builds, from prompt token counts alone (see Method.kv_plan): every agent's
-        rollout before its ablation trim, then the judger's cache after decoding to max_new_tokens."""
-        n, m, s = len(items), self.settings.latent_steps, self.settings
-        caches: list[tuple[int, list[int]]] = []
-        length, real, has_memory = 0, [0] * n, False
-        if s.parallel_specialists:
-            lengths = self.prompt_lengths([p for role in self.workers for p in self.render(role, items, answer_kind)])
-            part = max(lengths) + m  # every specialist's memory keeps the rollout's padded length
-            rows = [sum(lengths[r] + m for r in range(i, len(lengths), n)) for i in range(n)]
-            caches.append((len(lengths) * part, rows))
-            if s.latent_only:
-                length, real, has_memory = len(self.workers) * m, [len(self.workers) * m] * n, m > 0
-            else:
-                length, real, has_memory = len(self.workers) * part, rows, True
-        else:
-            for role in self.workers:
-                lengths = self.prompt_lengths(self.render(role, items, answer_kind, latent=has_memory))
-                added = max(lengths) + m
-                caches.append((n * (length + added), [r + k + m for r, k in zip(real, lengths)]))
-                if s.latent_only:
-                    length, real, has_memory = m, [m] * n, m > 0
-                elif s.sequential_info_only:
-                    length, real, has_memory = added, [k + m for k in lengths], True
-                else:
-                    length, real, has_memory = length + added, [r + k + m for r, k in zip(real, lengths)], True
-        lengths = self.prompt_lengths(self.render(self.final_role, items, answer_kind, latent=has_memory))
-        grow = s.max_new_tokens - 1  # the last sampled token is never fed back
-        caches.append((n * (length + max(lengths) + grow), [r + k + grow for r, k in zip(real, lengths)]))
-        return caches
-
-    # ----------------------------------------------------------------------------- --use_vllm: judger from embeddings
-
-    def run_batch_embeds(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
-        """The reference's fast path on stock engines: the thinkers' latent rollouts run on the HF model exactly as
-        in run_batch (same prompts, KV hand-off between thinkers, ablation trims), keeping per row each agent's
-        prompt tokens and the aligned vectors it was fed; the judger is then decoded by self.engine from prompt
-        embeddings (vllm_backend.judger_embeds): its own prompt's token embeddings with those segments spliced in
-        after its user-turn header. This re-prefills the memory from embeddings, so the judger's positions differ
-        from the KV hand-off of run_batch and its text is not expected to equal run_batch's token for token."""
-        from vllm_backend import judger_embeds, rollout_segments
-
-        n, s = len(items), self.settings
-        traces: list[list[AgentTrace]] = [[] for _ in range(n)]
-        segments: list[list] | None = None  # per row, what the judger's memory would hold; None = no memory
-        if s.parallel_specialists:
-            prompts = [p for role in self.workers for p in self.render(role, items, answer_kind)]
-            seconds: list[float] = []
-            with timed(n, seconds):
-                ids, mask = self.model.encode(prompts)
-                memory, hidden = self.model.latent_rollout(ids, mask, s.latent_steps, keep_hidden=True)
-                self.track_kv(memory.usage())
                 rows = rollout_segments(self.model, ids, mask, hidden)
-                if not (s.latent_only and s.latent_steps == 0):  # keep_last(.., 0) leaves no memory
-                    segments = [[self._trim_segment(rows[k * n + i]) for k in range(len(self.workers))]
-                                for i in range(n)]
-            decode = s.decode_latents > 0 and hidden
-            latent_tokens = self.model.decode_thoughts(hidden, s.decode_latents) if decode else None
-            for k, role in enumerate(self.workers):
-                for i in range(n):
-                    traces[i].append(AgentTrace(role.title(), role, prompts[k * n + i], "", 0, s.latent_steps,
-                                                seconds[0] / len(self.workers),
-                                                latent_tokens=latent_tokens[k * n + i] if latent_tokens else None))
-        else:
-            memory = None
-            for role in self.workers:
-                prompts = self.render(role, items, answer_kind, latent=memory is not None)
-                seconds = []
-                with timed(n, seconds):
-                    before = memory.length if memory is not None else 0
-                    ids, mask = self.model.encode(prompts)
-                    memory, hidden = self.model.latent_rollout(ids, mask, s.latent_steps, memory, keep_hidden=True)
-                    self.track_kv(memory.usage())
-                    memory = self._trim(memory, memory.length - before)
-                    rows = rollout_segments(self.model, ids, mask, hidden)
-                    if memory is None:
-                        segments = None
-                    elif s.latent_only or s.sequential_info_only:  # only this agent's thoughts / positions
-                        segments = [[self._trim_segment(seg)] for seg in rows]
-                    else:
-                        segments = [(old or []) + [seg] for old, seg in zip(segments or [None] * n, rows)]
-                decode = s.decode_latents > 0 and hidden
-                latent_tokens = self.model.decode_thoughts(hidden, s.decode_latents) if decode else [None] * n
-                for trace, prompt, tokens in zip(traces, prompts, latent_tokens):
-                    trace.append(AgentTrace(role.title(), role, prompt, "", 0, s.latent_steps, seconds[0],
-                                            latent_tokens=tokens))
-        latent = segments is not None
-        messages = [self.prompts.messages(self.final_role, item["question"], answer_kind, None, latent)
+                parts = [(part, [(segments[i] if segments else []) + [rows[k * n + i]] for i in range(n)])
+                         for k, part in enumerate(parts)]
+        # Reading the thoughts (--decode_latents) is an audit, outside the timed work.
+        latent_tokens = self.model.decode_thoughts(hidden, decode) if decode > 0 else None
+        for k, role in enumerate(roles):
+            for i in range(n):
+                traces[i].append(AgentTrace(role.title(), role, prompts[k * n + i], "", 0, steps,
+                                            seconds[0] / len(roles),
+                                            latent_tokens=latent_tokens[k * n + i] if latent_tokens else None))
+        return parts, [ids.shape[1] + steps] * len(roles)
+
+    def decode_from_embeds(self, items: list[dict], answer_kind: str, segments: list | None, seconds: list[float]):
+        """--use_vllm: the final agent decoded by the engine from prompt embeddings (vllm_backend.judger_embeds):
+        its own prompt's token embeddings with every kept segment spliced in after its user-turn header. This
+        re-prefills the memory from embeddings, as the reference's fast path does, so the final agent's positions
+        differ from the KV hand-off and its text is not expected to equal the HF path token for token."""
+        from vllm_backend import judger_embeds
+
+        final, n = self.plan.final_role, len(items)
+        messages = [self.prompts.messages(final, item["question"], answer_kind, None, segments is not None)
                     for item in items]
         prompts = [self.model.render_chat(m) + self.prompt_suffix for m in messages]
-        seconds = []
         with timed(n, seconds):
             embeds = [judger_embeds(self.model, m, segs, self.prompt_suffix)
                       for m, segs in zip(messages, segments or [[]] * n)]
-            gen = self.engine.generate_from_embeds(embeds, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                                   streams=self.streams(items, [self.final_role]))
-        for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
-            trace.append(AgentTrace(self.final_role.title(), self.final_role, prompt, text, count, 0, seconds[0]))
-        return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
+            gen = self.engine.generate_from_embeds(embeds, max_new_tokens=self.settings.max_new_tokens,
+                                                   sampling=self.sampling, streams=self.streams(items, [final]))
+        return gen, prompts
 
-    def _trim_segment(self, segment):
-        """The ablation trims of _trim on one agent's segment: --latent_only keeps its thoughts only."""
-        return segment.latent_only() if self.settings.latent_only else segment
+    def kv_plan(self, items: list[dict], answer_kind: str) -> list[tuple[int, list[int]]]:
+        """The memories run_batch builds, from prompt token counts alone (see Method.kv_plan): the same plan walked
+        over KV shapes; every stage's rollout before its trim, then the judger's cache after decoding to
+        max_new_tokens."""
+        n, m = len(items), self.settings.latent_steps
+        caches: list[tuple[int, list[int]]] = []
+
+        def rollout(roles: tuple[str, ...], read: KVShape | None) -> tuple[list[KVShape], list[int]]:
+            lengths = self.prompt_lengths([p for role in roles for p in self.render(role, items, answer_kind,
+                                                                                     latent=read is not None)])
+            base, width = read or EMPTY, max(lengths)  # one batch: every row padded to the longest prompt
+            real = base.real(n)
+            caches.append((len(lengths) * (base.length + width + m),
+                           [sum(real[i] + lengths[k * n + i] + m for k in range(len(roles))) for i in range(n)]))
+            parts = [base.extend(width, lengths[k * n:(k + 1) * n]).extend(m, [m] * n) for k in range(len(roles))]
+            return parts, [width + m] * len(roles)
+
+        read = walk(self.plan, rollout, KVShapeOps(m))
+        lengths = self.prompt_lengths(self.render(self.plan.final_role, items, answer_kind, latent=read is not None))
+        grow = self.settings.max_new_tokens - 1  # the last sampled token is never fed back
+        base = read or EMPTY
+        caches.append((n * (base.length + max(lengths) + grow), [r + k + grow for r, k in zip(base.real(n), lengths)]))
+        return caches

@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import get_task, load_task  # noqa: E402
 from methods import METHODS, MethodSettings  # noqa: E402
+from methods.latent_mas import KVOps  # noqa: E402
 from methods.runner import run_method, summarize  # noqa: E402
 from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
 from run import UsageError, one_line_errors  # noqa: E402
+from topology import walk  # noqa: E402
 
 
 def sync() -> None:
@@ -194,16 +196,11 @@ def bench_memory(model, items, task, args) -> list[dict]:
         settings = MethodSettings(topology=topology, latent_steps=args.latent_steps, hierarchy="parallel")
         method = METHODS["latent_mas"](model, settings, PromptBook.load())
         traces = [[] for _ in batch]
-        if topology == "sequential":
-            memory = None
-            for role in method.workers:
-                memory = method.think(role, batch, task.answer_kind, memory, traces)
-                rows.append({"topology": topology, "after": role, "positions": memory.length,
-                             "kv_bytes_per_item": memory.nbytes() / len(batch)})
-        else:
-            memory = method.parallel_specialists(batch, task.answer_kind, traces)
-            rows.append({"topology": topology, "after": "+".join(method.workers), "positions": memory.length,
-                         "kv_bytes_per_item": memory.nbytes() / len(batch)})
+        observe = lambda roles, memory: rows.append({"topology": topology, "after": "+".join(roles),
+                                                     "positions": memory.length,
+                                                     "kv_bytes_per_item": memory.nbytes() / len(batch)})
+        walk(method.plan, lambda roles, read: method.think(roles, batch, task.answer_kind, read, traces),
+             KVOps(model.config, args.latent_steps), observe)
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     rows.append({"topology": "-", "after": "whole benchmark", "peak_process_bytes": peak})

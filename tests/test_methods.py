@@ -24,10 +24,10 @@ def test_hierarchical_specialists_are_independent(make_tiny_wrapper):
     """A specialist's memory is the same whether or not the other specialists run beside it."""
     wrapper = make_tiny_wrapper(latent_space_realign=True)
     method = make("latent_mas", wrapper, topology="hierarchical", hierarchy="parallel", latent_steps=3)
-    prompts = {role: method.render(role, ITEMS, "number") for role in method.workers}
-    together = method.specialist_memories([p for role in method.workers for p in prompts[role]], len(ITEMS))
-    for s, role in enumerate(method.workers):
-        alone = method.specialist_memories(prompts[role], len(ITEMS))[0]
+    (stage,) = method.plan.thinking_stages  # parallel: the three specialists are one stage
+    together, _ = method.think(stage, ITEMS, "number", None, [[] for _ in ITEMS])
+    for s, role in enumerate(stage):
+        (alone,), _ = method.think((role,), ITEMS, "number", None, [[] for _ in ITEMS])
         for row in range(len(ITEMS)):
             for layer in range(len(alone.cache.layers)):
                 for ours, ref in zip(real_kv(together[s], row, layer), real_kv(alone, row, layer)):

@@ -139,7 +139,7 @@ def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, t
     for i, (item, out, row) in enumerate(zip(ITEMS, outputs, embeds)):
         ids = recover_ids(wrapper, row)
         recovered.append(ids)
-        final = PromptBook.load().messages(method.final_role, item["question"], "number", None, True)
+        final = PromptBook.load().messages(method.plan.final_role, item["question"], "number", None, True)
         prefix, rest = split_user_turn(wrapper, final)
         head, tail = token_ids(wrapper, prefix), token_ids(wrapper, rest)
         agents = [token_ids(wrapper, a.input) for a in out.agents[:-1]]

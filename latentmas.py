@@ -27,7 +27,7 @@ from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
 from models import Generation, Memory, ModelWrapper, join_memories
 from prompts import ANSWER_FORMATS, PromptBook
-from topology import make_plan
+from topology import StageOps, make_plan, walk
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
 SEQUENTIAL_THINKERS = ("planner", "critic", "refiner")
@@ -156,6 +156,8 @@ class LatentMAS:
                 model._realign_matrix = None  # recomputed lazily with the new settings
         self.specialists, self.aggregator = self._hierarchy(hierarchy_config)
         self.roles = self._roles(roles)
+        # The topology plan over agent indices, walked by BridgedLatentMAS (LatentMASMethod walks the same plan).
+        self.plan = make_plan(topology, hierarchy, roles=([str(i) for i in self.specialists], str(self.aggregator)))
         if topology == "hierarchical" and hierarchy == "chain" and self.aggregator != len(self.agents) - 1:
             raise ValueError("hierarchy='chain' runs the agents in order: make the aggregator the last agent, "
                              "or use hierarchy='parallel'")
@@ -312,14 +314,34 @@ class LatentMAS:
         return self._engine
 
 
-class BridgedLatentMAS:
-    """LatentMAS over agents of different models (used by `LatentMAS.generate` when the models differ).
+@dataclass
+class Contribution:
+    """What one run of same-model agents hands on: its model, its KV memory and the hidden states behind its latent
+    thoughts ([B, k, d] per agent), bridged when the next reader is another model."""
 
-    Sequential: consecutive agents of one model share one KV memory, exactly as LatentMASMethod. At a change of
-    model the memory cannot cross; the latent thoughts of the previous model's agents (the hidden states that
-    produced them, [B, k, d_s]) are bridged to the new model and spliced into its first agent's prompt.
-    Hierarchical: specialists think independently; those of the aggregator's model hand over their memories
-    (joined, as LatentMASMethod does), the others their bridged thoughts, spliced in the order of the specialists.
+    model: ModelWrapper
+    memory: Memory | None
+    hidden: list[torch.Tensor]
+
+
+class ContributionOps(StageOps):
+    """Plan operations for mixed models: a memory is the list of contributions the next stage reads."""
+
+    def own(self, part: list[Contribution], added: int) -> list[Contribution]:
+        return part[-added:]
+
+    def join(self, memories: list[list[Contribution]]) -> list[Contribution]:
+        return [c for m in memories for c in m]
+
+
+class BridgedLatentMAS:
+    """LatentMAS over agents of different models (used by `LatentMAS.generate` when the models differ), walking the
+    same topology plan as LatentMASMethod, its stages naming agent indices (LatentMAS.plan).
+
+    An agent reads the contributions of the stages before it: memories of its own model (joined, as
+    LatentMASMethod joins them) and the latent thoughts of other models, bridged to its model and spliced into its
+    prompt in order. Chain: consecutive agents of one model share one KV memory, exactly as LatentMASMethod; at a
+    change of model the previous model's thoughts are bridged. Parallel: the specialists think independently.
     """
 
     def __init__(self, mas: LatentMAS, settings: MethodSettings) -> None:
@@ -329,44 +351,32 @@ class BridgedLatentMAS:
 
     def run_batch(self, items: list[dict], answer_kind: str) -> list[ItemOutput]:
         traces: list[list[AgentTrace]] = [[] for _ in items]
-        if self.settings.parallel_specialists:
-            gen = self._hierarchical(items, answer_kind, traces)
-        else:
-            gen = self._sequential(items, answer_kind, traces)
+        stage = lambda agents, read: self._stage(agents, items, answer_kind, read, traces)
+        read = walk(self.mas.plan, stage, ContributionOps())
+        gen = self._agent(int(self.mas.plan.final_role), items, answer_kind, *self._arrive(read, self.mas.aggregator),
+                          traces)[2]
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
 
-    def _sequential(self, items: list[dict], kind: str, traces: list[list[AgentTrace]]) -> Generation:
-        agents = self.mas.agents
-        memory: Memory | None = None
-        segment: list[torch.Tensor] = []  # latent thoughts of the current model's run of agents
-        for i, model in enumerate(agents):
-            thoughts = None
-            if i and model is not agents[i - 1]:
-                thoughts = self._cross(agents[i - 1], model, segment)
-                memory, segment = None, []
-            memory, hidden, gen = self._agent(i, items, kind, memory, thoughts, traces)
-            if hidden is not None:
-                segment.append(hidden)
-        return gen
+    def _stage(self, agents: tuple[str, ...], items: list[dict], kind: str, read: list[Contribution] | None,
+               traces: list[list[AgentTrace]]) -> tuple[list[list[Contribution]], list[int]]:
+        """Each agent of the stage from what it reads; one contribution each (carrying on its model's run)."""
+        parts = []
+        for index in map(int, agents):
+            memory, thoughts = self._arrive(read, index)
+            model = self.mas.agents[index]
+            carried = [h for c in read or [] if c.model is model for h in c.hidden]
+            memory, hidden, _ = self._agent(index, items, kind, memory, thoughts, traces)
+            parts.append([Contribution(model, memory, carried + ([hidden] if hidden is not None else []))])
+        return parts, [1] * len(agents)
 
-    def _hierarchical(self, items: list[dict], kind: str, traces: list[list[AgentTrace]]) -> Generation:
-        agents, top = self.mas.agents, self.mas.aggregator
-        memories, bridged = [], []
-        for s in self.mas.specialists:
-            memory, hidden, _ = self._agent(s, items, kind, None, None, traces)
-            if agents[s] is agents[top]:
-                memories.append(memory)
-            elif hidden is not None:
-                bridged.append(self._cross(agents[s], agents[top], [hidden]))
-        memory = join_memories(memories, agents[top].config) if memories else None
-        thoughts = torch.cat(bridged, dim=1) if bridged else None
-        return self._agent(top, items, kind, memory, thoughts, traces)[2]
-
-    def _cross(self, sender: ModelWrapper, receiver: ModelWrapper, segment: list[torch.Tensor]) -> torch.Tensor | None:
-        """The sender's thoughts [B, k, d_s] as receiver input embeddings [B, k, d_r] (None when there are none)."""
-        if not segment:
-            return None
-        return self.mas._bridge(sender, receiver)(torch.cat(segment, dim=1), scale=receiver.realign_scale)
+    def _arrive(self, read: list[Contribution] | None, index: int) -> tuple[Memory | None, torch.Tensor | None]:
+        """What agent `index` receives: its model's memories joined, and other models' thoughts bridged to it."""
+        model = self.mas.agents[index]
+        memories = [c.memory for c in read or [] if c.model is model and c.memory is not None]
+        bridged = [self.mas._bridge(c.model, model)(torch.cat(c.hidden, dim=1), scale=model.realign_scale)
+                   for c in read or [] if c.model is not model and c.hidden]
+        memory = join_memories(memories, model.config) if memories else None
+        return memory, torch.cat(bridged, dim=1) if bridged else None
 
     def _agent(self, index: int, items: list[dict], kind: str, memory: Memory | None, thoughts: torch.Tensor | None,
                traces: list[list[AgentTrace]]) -> tuple[Memory | None, torch.Tensor | None, Generation | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -269,6 +270,10 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--generate_bs must be >= 1 (got {args.generate_bs})")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
+    for flag, value in (("--temperature", args.temperature), ("--top_p", args.top_p),
+                        ("--realign_lambda", args.realign_lambda)):
+        if not math.isfinite(value):  # argparse's float() accepts "nan" and "inf", which no comparison refuses
+            raise UsageError(f"{flag} must be a finite number (got {value})")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
     if args.realign_lambda < 0:

@@ -62,6 +62,7 @@ def test_bad_output_dir_and_flags_fail_before_the_model_loads(tiny_model_dir, da
         monkeypatch, capsys, *base, "--output_dir", a_file / "run")
     assert "--device 'gpu'" in cli_error(monkeypatch, capsys, *base, "--device", "gpu")
     assert "--text_mas_context_length" in cli_error(monkeypatch, capsys, *base, "--text_mas_context_length", -5)
+    assert "--temperature must be a finite number" in cli_error(monkeypatch, capsys, *base, "--temperature", "nan")
     # A name that cannot be resolved offline (the tests set HF_HUB_OFFLINE): seconds, and the models that work.
     message = cli_error(monkeypatch, capsys, *base[2:], "--model_name", "no-such-org/no-such-model",
                         "--output_dir", tmp_path / "x")

@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from utils import extract_gold, format_number, parse_number
+from utils import Score, extract_gold, format_number, parse_number
 
 DATA_DIR_ENV = "LATENTMAS_DATA_DIR"
 # Seeds the A-D order of GPQA options built from the CSV (recorded with every item). 8 is the seed in 0-9 whose
@@ -81,7 +81,7 @@ class Task:
     choices: tuple[str, ...] = ()  # valid letters of choice tasks (items may carry fewer, e.g. 3-option ARC)
 
     @property
-    def scorer(self) -> Callable[[str, dict], tuple[str | None, bool]]:
+    def scorer(self) -> Callable[[str, dict], Score]:
         from utils import SCORERS
 
         return SCORERS[self.answer_kind]
@@ -278,16 +278,25 @@ def resolve_data_dir(data_dir: str | None) -> str | None:
 # Raw rows, each with where it came from ("path:line") for error messages.
 
 
+def json_error_text(error: json.JSONDecodeError) -> str:
+    """'invalid JSON: expecting value at column 7'. Some of json's messages end in "at" and take the position
+    after them ("Unterminated string starting at": the column of the opening quote); "{msg} at column" doubled
+    their "at"."""
+    what = error.msg[:1].lower() + error.msg[1:]
+    return f"invalid JSON: {what}{'' if what.endswith(' at') else ' at'} column {error.colno}"
+
+
 def _read_jsonl(path: str) -> Iterator[tuple[str, dict]]:
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                # Without its line break: json would report an unclosed string as an "invalid control character"
+                # at the newline, a column past the end of the line.
+                row = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno}); "
-                                "expected one JSON object per line") from None
+                raise DataError(f"{path}:{lineno}: {json_error_text(e)}; expected one JSON object per line") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             yield f"{path}:{lineno}", row
@@ -298,8 +307,7 @@ def _read_json_array(path: str) -> Iterator[tuple[str, dict]]:
         try:
             rows = json.load(f)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno}); "
-                            "expected a JSON array of objects") from None
+            raise DataError(f"{path}:{e.lineno}: {json_error_text(e)}; expected a JSON array of objects") from None
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected a JSON array of objects, got a {type(rows).__name__}")
     for k, row in enumerate(rows):

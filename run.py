@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
+import re
 import sys
 import time
 from datetime import datetime
@@ -29,20 +31,38 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows "(default: X)" after every flag with a value worth showing; not after switches (off by
+    default), nor where the default is None (the help says what happens then), nor where the help names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS \
+                or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description="Run baseline, text_mas and/or latent_mas on a benchmark.")
+    from data import TASKS  # torch-free: data.py imports only the standard library and utils.py
+
+    p = OneLineParser(description="Run baseline, text_mas and/or latent_mas on a benchmark.",
+                      formatter_class=DefaultsHelpFormatter)
     p.add_argument("--method", nargs="+", default=["latent_mas"], choices=["baseline", "text_mas", "latent_mas"],
                    help="one or more methods, run on the same items with one loaded model")
     p.add_argument("--model_name", default=None, help=f"HF id, local folder or .gguf file (default {DEFAULT_MODEL})")
     p.add_argument("--max_samples", type=int, default=-1, help="first N items of the split; -1 for all")
-    p.add_argument("--task", default="gsm8k", help="benchmark name (see data.py TASKS)")
+    p.add_argument("--task", default="gsm8k", help=f"benchmark: {', '.join(TASKS)}")
     p.add_argument("--prompt", default="sequential", choices=["sequential", "hierarchical"], help="agent topology")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test",
+                   help="dataset split; test = the split the paper evaluates on (local data holds only that one)")
     p.add_argument("--max_new_tokens", type=int, default=None, help="per decoding agent (default: the paper's budget for the task)")
-    p.add_argument("--latent_steps", type=int, default=0, help="latent thoughts per non-final agent (latent_mas)")
+    p.add_argument("--latent_steps", type=int, default=0,
+                   help="latent thoughts per non-final agent (latent_mas); with 0 they only prefill their prompts "
+                        "into the memory. The paper searched 0, 10, 20, 40, 80")
     p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy decoding")
-    p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling mass")
+    p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling: keep the smallest set of tokens "
+                   "whose probability reaches top_p (ignored when greedy)")
     p.add_argument("--top_k", type=int, default=None,
                    help="top-k sampling; default: the model's generation config (Qwen3: 20), else transformers' 50; "
                         "0 turns it off")
@@ -58,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default rendering (Qwen3: thinking mode, as the paper ran)")
     p.add_argument("--latent_space_realign", action="store_true", help="ridge realignment W_a (else identity; norm matching always)")
     p.add_argument("--realign_lambda", type=float, default=1e-5, help="ridge lambda of the realignment")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seeds sampling: each item and agent draws from its own stream, keyed by (seed, item id, "
+                        "agent role)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--latent_only", action="store_true", help="ablation: memory keeps only the last agent's latent steps")
     p.add_argument("--sequential_info_only", action="store_true", help="ablation: memory keeps only the last agent's positions")
@@ -85,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse, before any work, a run whose largest KV cache would hold more than N positions "
                         "(rows x padded length)")
     vllm = p.add_argument_group("vLLM (optional; pip install -r requirements-vllm.txt)")
-    vllm.add_argument("--use_vllm", action="store_true")
-    vllm.add_argument("--enable_prefix_caching", action="store_true")
+    vllm.add_argument("--use_vllm", action="store_true", help="decode with vLLM (CUDA GPU); latent_mas's thinkers "
+                      "still run on the HF model and vLLM decodes the judger from prompt embeddings")
+    vllm.add_argument("--enable_prefix_caching", action="store_true", help="vLLM's automatic prefix caching")
     vllm.add_argument("--use_second_HF_model", action="store_true", help="latent rollout on a second HF model on --device2")
-    vllm.add_argument("--device2", default="cuda:1")
-    vllm.add_argument("--tensor_parallel_size", type=int, default=1)
-    vllm.add_argument("--gpu_memory_utilization", type=float, default=0.9)
+    vllm.add_argument("--device2", default="cuda:1", help="device of the second HF model (--use_second_HF_model)")
+    vllm.add_argument("--tensor_parallel_size", type=int, default=1, help="GPUs vLLM shards the model over")
+    vllm.add_argument("--gpu_memory_utilization", type=float, default=0.9,
+                      help="fraction of the GPU's memory vLLM may take (weights and KV cache)")
     return p
 
 
@@ -106,20 +129,45 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
     return set(vars(parser.parse_args(argv)))
 
 
+# Keys run.py records in summary.json's settings that are not flags (replaying a summary skips them quietly), and
+# recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
+# (whose values are already among the recorded ones).
+RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm",
+                      "calibration_overlap_items", "settings_file_applied", "settings_file_overridden")
+NOT_REPLAYED = ("output_dir", "settings_file")
+
+
+def is_run_summary(raw: object) -> bool:
+    """A summary.json written by run.py (its flags are under "settings"), rather than a flag -> value object."""
+    return isinstance(raw, dict) and isinstance(raw.get("settings"), dict) and isinstance(raw.get("methods"), dict)
+
+
 def read_settings_file(path: str) -> dict:
-    """{dest: typed value} of a settings file, each value checked by the flag's own parser (type, choices)."""
+    """{dest: typed value} of a settings file, each value checked by the flag's own parser (type, choices).
+
+    A run's summary.json is accepted too: its "settings" are replayed, except NOT_REPLAYED and the flags left at a
+    None default; keys that are not flags are skipped (a note names any run.py did not write itself, e.g. a flag
+    renamed since)."""
     from prompts import read_json_file
 
     raw = read_json_file(path, "--settings_file", UsageError)
+    summary = is_run_summary(raw)
+    if summary:
+        raw = {k: v for k, v in raw["settings"].items() if k not in NOT_REPLAYED}
     if not isinstance(raw, dict):
-        raise UsageError(f"--settings_file {path}: expected a JSON object of flag name -> value")
+        raise UsageError(f"--settings_file {path}: expected a JSON object of flag name -> value, or a run's "
+                         "summary.json")
     parser = build_parser()
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "settings_file")}
-    values = {}
+    values, unknown = {}, []
     for key, value in raw.items():
         if key == SETTINGS_RECORD_KEY:
             continue
         action = actions.get(key)
+        if summary and (action is None or (value is None and action.default is None)):
+            if action is None and key not in RECORDED_NOT_FLAGS:
+                unknown.append(key)
+            continue
         if action is None:
             raise UsageError(f"--settings_file {path}: '{key}' is not a run.py flag")
         if action.nargs == 0:  # store_true
@@ -136,6 +184,8 @@ def read_settings_file(path: str) -> dict:
         except UsageError as exc:
             raise UsageError(f"--settings_file {path}: {exc}") from None
         values[key] = getattr(parsed, key)
+    if unknown:
+        print(f"note: {path}: not run.py flags (now), not replayed: {', '.join(unknown)}", file=sys.stderr)
     return values
 
 
@@ -209,10 +259,18 @@ def check_kv_budget(args: argparse.Namespace, method: str, estimate: dict) -> No
             f" over {' and '.join(over)}; lower --generate_bs, --latent_steps or --max_new_tokens")
 
 
+DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?|mps")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Checks that need no model: fail in a second, not after a load."""
     if args.latent_steps < 0:
         raise UsageError(f"--latent_steps must be >= 0 (got {args.latent_steps})")
+    for flag, device in (("--device", args.device), ("--device2", args.device2)):
+        if device is not None and not DEVICE_PATTERN.fullmatch(device):
+            raise UsageError(f"{flag} {device!r}: expected cpu, cuda, cuda:N or mps")
+    if args.text_mas_context_length < -1:
+        raise UsageError(f"--text_mas_context_length must be -1 (all) or >= 0 (got {args.text_mas_context_length})")
     if args.decode_latents < 0:
         raise UsageError(f"--decode_latents must be >= 0 (got {args.decode_latents})")
     if args.max_kv_bytes is not None and parse_size(args.max_kv_bytes) <= 0:
@@ -225,6 +283,10 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--generate_bs must be >= 1 (got {args.generate_bs})")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
+    for flag, value in (("--temperature", args.temperature), ("--top_p", args.top_p),
+                        ("--realign_lambda", args.realign_lambda)):
+        if not math.isfinite(value):  # argparse's float() accepts "nan" and "inf", which no comparison refuses
+            raise UsageError(f"{flag} must be a finite number (got {value})")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
     if args.top_k is not None and args.top_k < 0:
@@ -277,6 +339,28 @@ def check_resume(out_dir: Path, settings: dict) -> None:
         k = diff[0]
         raise UsageError(f"--resume: {out_dir} was made with other settings ({k}={old.get(k)!r}, now {settings.get(k)!r}); "
                          "use the same flags or a new --output_dir")
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """The output folder can be created and written, checked before any model loads: an existing file, a file on
+    the way, or a folder without write permission is one line, not a traceback after the load."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--output_dir {out_dir} is a file, not a folder; choose a folder for the results")
+    existing = out_dir
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--output_dir {out_dir}: {existing} is a file, so the folder cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output_dir {out_dir}: no permission to write in {existing}")
+
+
+def latent_steps_warning(args: argparse.Namespace) -> str | None:
+    """latent_mas with --latent_steps 0 (the default) has no latent thought at all: say so, once, on stderr."""
+    if "latent_mas" not in args.method or args.latent_steps:
+        return None
+    return ("warning: latent_mas with --latent_steps 0: the agents before the judger only prefill their prompts "
+            "into the shared memory, with no latent thought; the paper searched --latent_steps 0, 10, 20, 40, 80")
 
 
 def default_output_dir(args: argparse.Namespace) -> Path:
@@ -341,11 +425,19 @@ def main(argv: list[str] | None = None) -> int:
                       max_samples=None if args.max_samples == -1 else args.max_samples)
     settings = run_settings(args, task)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
+    check_output_dir(out_dir)
+    settings["output_dir"] = str(out_dir)  # the folder used, also when chosen automatically
     predictions_path = out_dir / "predictions.jsonl"
     if args.resume:
         check_resume(out_dir, settings)
     elif predictions_path.exists() and predictions_path.stat().st_size:
         raise UsageError(f"{predictions_path} already holds results; pass --resume to continue it or choose another --output_dir")
+    from model_store import check_model_name
+
+    check_model_name(args.model_name)  # an unknown name fails here in seconds, before torch and the weights load
+
+    if warning := latent_steps_warning(args):  # after every check: bad input still gets exactly one line
+        print(warning, file=sys.stderr)
 
     import torch
 
@@ -390,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {overlap} of this run's items were in the calibration dev slice of {args.settings_file}; "
                   "use --max_samples to keep them out", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"settings": settings, "status": "running", "methods": {}}
+    # The exact command line; `run.py --settings_file <this summary.json>` replays the settings.
+    command = sys.argv if argv is None else ["run.py", *argv]
+    summary = {"command": command, "settings": settings, "status": "running", "methods": {}}
     write_json(out_dir / "summary.json", summary)
 
     previous = read_predictions(predictions_path)
@@ -432,15 +526,16 @@ def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
 
 
 def one_line_errors(main_fn, prog: str) -> int:
-    """Run an entry point; bad input (UsageError, DataError, ModelLoadError, PromptError) becomes one line on stderr
-    and exit code 2, never a traceback."""
+    """Run an entry point; bad input (UsageError, DataError, ModelStoreError, ModelLoadError, PromptError) becomes
+    one line on stderr and exit code 2, never a traceback."""
     from data import DataError
+    from model_store import ModelStoreError
     from models import ModelLoadError
     from prompts import PromptError
 
     try:
         return main_fn()
-    except (UsageError, DataError, ModelLoadError, PromptError) as exc:
+    except (UsageError, DataError, ModelStoreError, ModelLoadError, PromptError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,9 @@
 """Answer extraction, scoring and the sandbox that runs generated code.
 
-Every method scores through `score_prediction(task, output_text, item)`. It looks up the task's `answer_kind`
-in the registry of data.py ("number", "integer", "choice", "code") and never branches on task names.
+Every method scores through `score_output(task, output_text, item)`, which returns a `Score`: the prediction,
+whether it is correct, the extraction rule that found it and, for code, why the program failed. It looks up the
+task's `answer_kind` in the registry of data.py ("number", "integer", "choice", "code") and never branches on task
+names; `score_prediction` gives the (prediction, correct) pair alone.
 
 The helpers keep the reference repository's names (`extract_gsm8k_answer`, `extract_gold`, `normalize_answer`,
 `extract_markdown_python_block`, `run_with_timeout`) but fix its defects: nested `\\boxed{}`, thousands
@@ -179,24 +181,47 @@ def _answer_phrase_number(text: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Extraction:
+    """An answer pulled out of a model's output, and the rule that found it.
+
+    Rules, strongest first. Numbers: last_boxed, answer_phrase ("the answer is N", "Answer: N", "#### N"),
+    last_number. Choices: choice_boxed, choice_phrase ("The answer is (B)"), choice_last_line (a last line that is
+    only a letter), option_text (a last line that repeats an option's text), choice_bold ("**B**"). Code:
+    code_python_block, code_block_defining_entry_point, code_any_block, code_unclosed_fence. Every kind: none.
+    The rule is recorded with every prediction so a reader sees how much of an accuracy rests on fallbacks.
+    """
+
+    answer: str | None
+    rule: str
+
+
+NO_ANSWER = Extraction(None, "none")
+
+
+def extract_number_with_rule(text: str | None) -> Extraction:
+    """extract_gsm8k_answer's answer, and which of last_boxed / answer_phrase / last_number found it."""
+    if not text:
+        return NO_ANSWER
+    raw, rule = last_boxed(text), "last_boxed"
+    if raw is None:
+        raw, rule = _answer_phrase_number(text), "answer_phrase"
+    if raw is None:
+        nums = _NUM_RE.findall(text)
+        raw, rule = (nums[-1] if nums else None), "last_number"
+    if raw is None:
+        return NO_ANSWER
+    value = parse_number(raw)
+    return Extraction(format_number(value) if value is not None else raw, rule)
+
+
 def extract_gsm8k_answer(text: str | None) -> str | None:
     """The model's final numeric answer as text: last \\boxed{}, else "answer is N", else the last number.
 
     A parseable answer comes back canonical ("1,000" -> "1000", "\\frac{1}{2}" -> "0.5", "18.0" -> "18"); a box
     that holds something else (an expression) comes back as written.
     """
-    if not text:
-        return None
-    raw = last_boxed(text)
-    if raw is None:
-        raw = _answer_phrase_number(text)
-    if raw is None:
-        nums = _NUM_RE.findall(text)
-        raw = nums[-1] if nums else None
-    if raw is None:
-        return None
-    value = parse_number(raw)
-    return format_number(value) if value is not None else raw
+    return extract_number_with_rule(text).answer
 
 
 def extract_gold(text: str | None) -> str | None:
@@ -219,27 +244,34 @@ def normalize_answer(ans: str | None) -> str | None:
     return format_number(value) if value is not None else ans.lower()
 
 
+def extract_code_with_rule(text: str | None, entry_point: str | None = None) -> Extraction:
+    """extract_markdown_python_block's code, and which rule found it (code_python_block, ...)."""
+    if not text:
+        return NO_ANSWER
+    blocks = re.findall(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", text, re.DOTALL | re.IGNORECASE)
+    python = [code.strip() for lang, code in blocks if lang]
+    anyblock = [code.strip() for _, code in blocks]
+    for candidates, rule in ((python, "code_python_block"), (anyblock, "code_any_block")):
+        if not candidates:
+            continue
+        if entry_point and not re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", candidates[-1]):
+            defining = [c for c in candidates if re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", c)]
+            if defining:
+                return Extraction(defining[-1], "code_block_defining_entry_point")
+        return Extraction(candidates[-1], rule)
+    m = re.search(r"```[ \t]*(?:python3?|py)[ \t]*\n(.*)$", text, re.DOTALL | re.IGNORECASE)
+    if m and m.group(1).strip():
+        return Extraction(m.group(1).strip(), "code_unclosed_fence")
+    return NO_ANSWER
+
+
 def extract_markdown_python_block(text: str | None, entry_point: str | None = None) -> str | None:
     """The code of the model's answer: the last ```python block.
 
     Falls back, in order, to the last block that defines `entry_point` (models often end with a block of
     example asserts), to any last ``` block, and to an unclosed ```python block cut off by the token budget.
     """
-    if not text:
-        return None
-    blocks = re.findall(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", text, re.DOTALL | re.IGNORECASE)
-    python = [code.strip() for lang, code in blocks if lang]
-    anyblock = [code.strip() for _, code in blocks]
-    for candidates in (python, anyblock):
-        if not candidates:
-            continue
-        if entry_point and not re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", candidates[-1]):
-            defining = [c for c in candidates if re.search(rf"\bdef\s+{re.escape(entry_point)}\s*\(", c)]
-            if defining:
-                return defining[-1]
-        return candidates[-1]
-    m = re.search(r"```[ \t]*(?:python3?|py)[ \t]*\n(.*)$", text, re.DOTALL | re.IGNORECASE)
-    return m.group(1).strip() if m and m.group(1).strip() else None
+    return extract_code_with_rule(text, entry_point).answer
 
 
 @lru_cache(maxsize=64)
@@ -279,33 +311,39 @@ def _letter_from_text(content: str, letters: str, options: dict[str, str] | None
     return m.group(1).upper() if m else None
 
 
-def extract_choice(text: str | None, letters: str = "ABCD", options: dict[str, str] | None = None) -> str | None:
-    """The chosen letter (upper case) among `letters`, boxed or not; None when the output commits to none.
-
-    Order: the last \\boxed{}; else the last explicit phrase ("The answer is (B)", "Answer: C"); else the last
-    bold letter ("**B**") or a final line that is only a letter or an echoed option ("C. Colorectal cancer").
-    """
+def extract_choice_with_rule(text: str | None, letters: str = "ABCD",
+                             options: dict[str, str] | None = None) -> Extraction:
+    """extract_choice's letter, and which rule found it (choice_boxed, choice_phrase, ...)."""
     if not text:
-        return None
+        return NO_ANSWER
     letters = letters.upper()
     boxed = last_boxed(text)
     if boxed is not None:
         letter = _letter_from_text(boxed, letters, options)
         if letter:
-            return letter
+            return Extraction(letter, "choice_boxed")
     explicit, weak = _choice_patterns(letters)
     hits = [(m.start(), next(g for g in m.groups() if g)) for p in explicit for m in p.finditer(text)]
     if hits:
-        return max(hits)[1].upper()
+        return Extraction(max(hits)[1].upper(), "choice_phrase")
     bold = [(m.start(), m.group(1)) for m in weak[0].finditer(text)]
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     last = lines[-1].strip().strip("*_`> ").replace("Answer:", "").strip() if lines else ""
     m = weak[1].fullmatch(last)
     if m:
-        return m.group(1)
+        return Extraction(m.group(1), "choice_last_line")
     if options and last and (letter := _letter_from_text(last, letters, options)):
-        return letter
-    return max(bold)[1] if bold else None
+        return Extraction(letter, "option_text")
+    return Extraction(max(bold)[1], "choice_bold") if bold else NO_ANSWER
+
+
+def extract_choice(text: str | None, letters: str = "ABCD", options: dict[str, str] | None = None) -> str | None:
+    """The chosen letter (upper case) among `letters`, boxed or not; None when the output commits to none.
+
+    Order: the last \\boxed{}; else the last explicit phrase ("The answer is (B)", "Answer: C"); else a final line
+    that is only a letter or an echoed option ("C. Colorectal cancer"), else the last bold letter ("**B**").
+    """
+    return extract_choice_with_rule(text, letters, options).answer
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -332,48 +370,62 @@ def _math_verify_equal(gold: str, pred: str) -> bool:
         return False
 
 
-def _score_numeric(output_text: str, gold: str, integer: bool) -> tuple[str | None, bool]:
-    pred = extract_gsm8k_answer(output_text)
+@dataclass(frozen=True)
+class Score:
+    """How one model output was scored."""
+
+    prediction: str | None
+    correct: bool
+    rule: str  # the Extraction rule that produced the prediction ("none": nothing was found)
+    failure: str | None = None  # code: why the program did not pass (one line); None when it passed, other kinds
+
+
+def _score_numeric(output_text: str, gold: str, integer: bool) -> Score:
+    found = extract_number_with_rule(output_text)
+    pred = found.answer
     if pred is None:
-        return None, False
+        return Score(None, False, found.rule)
     value, gold_value = parse_number(pred), parse_number(str(gold))
     if gold_value is None:
-        return pred, False
+        return Score(pred, False, found.rule)
     if value is None:  # an expression in the box: let math-verify decide
-        return pred, _math_verify_equal(format_number(gold_value), pred)
+        return Score(pred, _math_verify_equal(format_number(gold_value), pred), found.rule)
     if integer and value.denominator != 1:
-        return pred, False
-    return pred, numbers_equal(value, gold_value)
+        return Score(pred, False, found.rule)
+    return Score(pred, numbers_equal(value, gold_value), found.rule)
 
 
-def score_number(output_text: str, item: dict) -> tuple[str | None, bool]:
+def score_number(output_text: str, item: dict) -> Score:
     """Numeric equality of the final answer with the gold (18 == 18.0, 1,000 == 1000, \\frac{1}{2} == 0.5)."""
     return _score_numeric(output_text, item["gold"], integer=False)
 
 
-def score_integer(output_text: str, item: dict) -> tuple[str | None, bool]:
+def score_integer(output_text: str, item: dict) -> Score:
     """AIME: the answer must be an integer equal to the gold ("070" == 70; 70.5 is wrong)."""
     return _score_numeric(output_text, item["gold"], integer=True)
 
 
-def score_choice(output_text: str, item: dict, letters: str = "ABCD") -> tuple[str | None, bool]:
+def score_choice(output_text: str, item: dict, letters: str = "ABCD") -> Score:
     """The chosen letter against the gold letter (case-insensitive)."""
     options = item.get("choices") or None
     valid = "".join(options) if options else letters
-    pred = extract_choice(output_text, valid, options)
-    return pred, pred is not None and pred == str(item["gold"]).strip().upper()
+    found = extract_choice_with_rule(output_text, valid, options)
+    pred = found.answer
+    return Score(pred, pred is not None and pred == str(item["gold"]).strip().upper(), found.rule)
 
 
-def score_code(output_text: str, item: dict) -> tuple[str | None, bool]:
+def score_code(output_text: str, item: dict) -> Score:
     """Run the last python block followed by the benchmark's tests (item["gold"]) in the sandbox."""
-    code = extract_markdown_python_block(output_text, item.get("entry_point"))
+    found = extract_code_with_rule(output_text, item.get("entry_point"))
+    code = found.answer
     if code is None:
-        return None, False
-    ok, _ = run_with_timeout(code + "\n" + item["gold"], timeout=item.get("timeout", 10.0))
-    return code, ok
+        return Score(None, False, found.rule, "no code block in the output")
+    program = code + "\n" + item["gold"]
+    result = run_sandboxed(program, timeout=item.get("timeout", 10.0))
+    return Score(code, result.ok, found.rule, failure_reason(result, program, len(code.splitlines())))
 
 
-SCORERS: dict[str, Callable[[str, dict], tuple[str | None, bool]]] = {
+SCORERS: dict[str, Callable[[str, dict], Score]] = {
     "number": score_number,
     "integer": score_integer,
     "choice": score_choice,
@@ -381,28 +433,39 @@ SCORERS: dict[str, Callable[[str, dict], tuple[str | None, bool]]] = {
 }
 
 
-def score_prediction(task: str, output_text: str, item: dict) -> tuple[str | None, bool]:
-    """(prediction, correct) for one model output; the task's answer kind picks the scorer."""
+def score_output(task: str, output_text: str, item: dict) -> Score:
+    """The full Score of one model output (prediction, correct, extraction rule, code failure reason)."""
     from data import get_task  # data.py imports this module, so import lazily
 
     t = get_task(task)
     if t.answer_kind == "choice" and not item.get("choices"):
-        return score_choice(output_text, item, letters="".join(t.choices) or "ABCD")
+        return score_choice(output_text or "", item, letters="".join(t.choices) or "ABCD")
     return SCORERS[t.answer_kind](output_text or "", item)
 
 
-def score_predictions(
-    task: str, output_texts: list[str], items: list[dict], workers: int = 2
-) -> list[tuple[str | None, bool]]:
-    """score_prediction over a batch; code candidates run in parallel sandboxes, in input order."""
+def score_outputs(task: str, output_texts: list[str], items: list[dict], workers: int = 2) -> list[Score]:
+    """score_output over a batch; code candidates run in parallel sandboxes, in input order."""
     from data import get_task
 
     if len(output_texts) != len(items):
         raise ValueError(f"{len(output_texts)} outputs for {len(items)} items")
     if get_task(task).answer_kind != "code" or workers <= 1:
-        return [score_prediction(task, o, it) for o, it in zip(output_texts, items)]
+        return [score_output(task, o, it) for o, it in zip(output_texts, items)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda pair: score_prediction(task, *pair), zip(output_texts, items)))
+        return list(pool.map(lambda pair: score_output(task, *pair), zip(output_texts, items)))
+
+
+def score_prediction(task: str, output_text: str, item: dict) -> tuple[str | None, bool]:
+    """(prediction, correct) for one model output; the task's answer kind picks the scorer."""
+    score = score_output(task, output_text, item)
+    return score.prediction, score.correct
+
+
+def score_predictions(
+    task: str, output_texts: list[str], items: list[dict], workers: int = 2
+) -> list[tuple[str | None, bool]]:
+    """score_prediction over a batch (see score_outputs)."""
+    return [(s.prediction, s.correct) for s in score_outputs(task, output_texts, items, workers)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -686,6 +749,36 @@ def run_with_timeout(code: str, timeout: float = 10) -> tuple[bool, str | None]:
     """Reference-compatible: (True, None) if `code` ran to its end within `timeout` s, else (False, error)."""
     result = run_sandboxed(code, timeout=timeout)
     return result.ok, result.error
+
+
+# The runner compiles the program as "solution.py": its frames locate the failing line in candidate + tests.
+_SOLUTION_FRAME = re.compile(r'File "solution\.py", line (\d+)')
+FAILURE_CHARS = 300  # a reason is one line for predictions.jsonl and the trace, not the whole traceback
+
+
+def failure_reason(result: SandboxResult, program: str, candidate_lines: int) -> str | None:
+    """Why a sandboxed candidate + tests program failed, in one line: the exception and the line it was raised
+    at (of the candidate or of the tests, with its source, e.g. "AssertionError at line 3 of the tests: assert
+    f(2) == 4"), a timeout, a signal, or an early exit. None when it passed."""
+    if result.ok:
+        return None
+    output = result.output
+    start = output.rfind("Traceback (most recent call last):")
+    if result.timed_out or start < 0:
+        reason = " ".join((result.error or "").split())
+        return reason[:FAILURE_CHARS] or f"exit code {result.returncode}"
+    after = output[start:].splitlines()[1:]
+    # Frames and source lines are indented; the first line that is not is "ExceptionType: message".
+    exception = next((line.strip() for line in after if line and not line[0].isspace()), "unknown exception")
+    frames = _SOLUTION_FRAME.findall(output[start:])
+    where = ""
+    if frames:
+        number = int(frames[-1])  # the innermost frame in the program: where it was raised
+        lines = program.splitlines()
+        source = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+        part, line = ("candidate", number) if number <= candidate_lines else ("tests", number - candidate_lines)
+        where = f" at line {line} of the {part}" + (f": {source}" if source else "")
+    return " ".join(f"{exception}{where}".split())[:FAILURE_CHARS]
 
 
 _mechanism: str | None = None

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
-
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
-from utils import score_predictions
+from utils import score_outputs
 
 from .base import ItemOutput, Method, kv_per_item
 
@@ -32,8 +33,11 @@ def read_predictions(path: Path) -> list[dict]:
     return records
 
 
-def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction, correct: bool) -> dict:
-    return {
+def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction, correct: bool,
+                rule: str | None = None, failure: str | None = None) -> dict:
+    """One line of predictions.jsonl. rule: the extraction rule that produced the prediction (utils.Extraction);
+    failure: code tasks, why the program did not pass (utils.failure_reason)."""
+    record = {
         "method": method,
         "index": index,
         "id": item.get("id", str(index)),
@@ -41,6 +45,7 @@ def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction
         "gold": item["gold"],
         "prediction": prediction,
         "correct": bool(correct),
+        "extraction_rule": rule,
         "output_tokens": out.output_tokens,
         "judger_output_tokens": out.judger_output_tokens,
         "latent_steps": sum(a.latent_steps for a in out.agents),
@@ -49,6 +54,34 @@ def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction
         # latent_tokens appears only with --decode_latents, so files are unchanged without it.
         "agents": [{k: v for k, v in vars(a).items() if not (k == "latent_tokens" and v is None)} for a in out.agents],
     }
+    if "entry_point" in item:  # code tasks: the trace names the function instead of the test harness
+        record["entry_point"] = item["entry_point"]
+        record["failure"] = failure
+    return record
+
+
+def count_tests(test_code: str) -> int | None:
+    """Test cases in a code item's gold: the length of its `inputs = [...]` list (EvalPlus harnesses), else its
+    assert statements; None when the code does not parse."""
+    try:
+        tree = ast.parse(test_code)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Tuple)) and any(
+                isinstance(t, ast.Name) and t.id == "inputs" for t in node.targets):
+            return len(node.value.elts)
+    return sum(isinstance(node, ast.Assert) for node in ast.walk(tree))
+
+
+def short_gold(record: dict) -> str:
+    """The gold as the trace shows it: code tasks' hidden test harness (often thousands of lines) becomes the
+    function it tests and how many cases it runs."""
+    if "entry_point" not in record:
+        return str(record["gold"])
+    tests = count_tests(record["gold"])
+    name = f"{record['entry_point']}()" if record["entry_point"] else "the program"
+    return f"tests of {name} ({'?' if tests is None else tests} cases)"
 
 
 def latent_tokens_line(steps: list[dict]) -> str:
@@ -70,7 +103,10 @@ def print_trace(record: dict) -> None:
         if a.get("latent_tokens"):
             lines.append("[Latent tokens] " + latent_tokens_line(a["latent_tokens"]))
         lines += ["[Output]", a["output"].rstrip(), f"[Output tokens] {a['output_tokens']}"]
-    lines.append(f"Result: Pred={record['prediction']} | Gold={record['gold']} | OK={record['correct']}")
+    lines.append(f"Result: Pred={record['prediction']} | Gold={short_gold(record)} | OK={record['correct']} | "
+                 f"rule={record.get('extraction_rule')}")
+    if record.get("failure"):
+        lines.append(f"Failure: {record['failure']}")
     tqdm.write("\n".join(lines))
 
 
@@ -90,9 +126,10 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
             outputs = method.run_batch(batch, answer_kind)
             peak = method.kv_peak
             item_bytes = kv_per_item(peak, len(batch)) if peak else [None] * len(batch)
-            scores = score_predictions(task, [o.final_text for o in outputs], batch)
-            for index, item, out, (pred, ok), kv in zip(indices, batch, outputs, scores, item_bytes):
-                record = item_record(method.name, index, item, out, pred, ok)
+            scores = score_outputs(task, [o.final_text for o in outputs], batch)
+            for index, item, out, score, kv in zip(indices, batch, outputs, scores, item_bytes):
+                record = item_record(method.name, index, item, out, score.prediction, score.correct, score.rule,
+                                     score.failure)
                 # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
                 record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
                 new.append(record)
@@ -101,7 +138,7 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
                     print_trace(record)
             f.flush()
             os.fsync(f.fileno())
-            correct_before += sum(ok for _, ok in scores)
+            correct_before += sum(score.correct for score in scores)
             bar.update(len(indices))
             bar.set_postfix(acc=f"{correct_before / max(len(new), 1):.3f}")
     bar.close()
@@ -129,6 +166,16 @@ def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
         # Largest KV cache: one item's real positions (what it needs alone), and a whole batch's (padding included).
         "peak_kv_bytes_per_item": max(item_kv) if item_kv else None,
         "peak_kv_bytes_total": max(batch_kv) if batch_kv else None,
+        "extraction_rules": extraction_rule_counts(records),
     }
+
+
+def extraction_rule_counts(records: list[dict]) -> dict[str, dict[str, int]]:
+    """{rule: {"n": predictions, "correct": correct ones}}, most used first: how much of the accuracy rests on
+    each extraction rule (fallbacks such as last_number included). Records written before rules were recorded
+    count as "unrecorded"."""
+    n = Counter(r.get("extraction_rule") or "unrecorded" for r in records)
+    correct = Counter(r.get("extraction_rule") or "unrecorded" for r in records if r["correct"])
+    return {rule: {"n": count, "correct": correct[rule]} for rule, count in n.most_common()}
 
 

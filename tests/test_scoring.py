@@ -1,4 +1,8 @@
-"""Answer extraction and scoring on answers shaped as models really write them (table-driven)."""
+"""Answer extraction and scoring on answers shaped as models really write them (table-driven), the extraction rule
+recorded with every prediction, and the failure reason of code that does not pass."""
+
+import json
+import re
 
 import pytest
 
@@ -9,6 +13,7 @@ from utils import (
     extract_gsm8k_answer,
     extract_markdown_python_block,
     normalize_answer,
+    score_output,
     score_prediction,
     score_predictions,
 )
@@ -181,3 +186,108 @@ def test_math_verify_off_main_thread():
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(utils._math_verify_equal, "1", r"\frac{\sqrt{4}}{2}").result()
+
+
+# ---- which extraction rule decided: each input below can be decided by its rule only (the weaker rules would
+# ---- pick another answer, the stronger ones find nothing), so the answer and the rule prove the order.
+
+NUMBER_RULES = [
+    (r"\boxed{7}, since the answer is 8 and 9 remain", "7", "last_boxed"),
+    ("The answer is 7, not 9", "7", "answer_phrase"),
+    ("She had 3 apples, so 7", "7", "last_number"),
+    ("I cannot tell.", None, "none"),
+]
+CHOICE_RULES = [
+    (r"The answer is (B). On reflection: \boxed{C}", "C", "choice_boxed"),
+    ("The answer is (C).\n\n**B**\n\nA", "C", "choice_phrase"),
+    ("**B** looks tempting, but\nC", "C", "choice_last_line"),
+    ("**B** looks tempting, but\nColorectal cancer", "C", "option_text"),
+    ("I pick **C** here, given the findings.", "C", "choice_bold"),
+    ("I am not sure.", None, "none"),
+]
+WRONG_CODE = "def add(a, b):\n    return a - b"
+CODE_RULES = [
+    (f"```python\n{CODE_OK}\n```\n```\n{WRONG_CODE}\n```", CODE_OK, "code_python_block"),
+    (f"```python\n{CODE_OK}\n```\n```python\nassert add(1, 2) == 3\n```", CODE_OK, "code_block_defining_entry_point"),
+    (f"```\n{WRONG_CODE}\n```\n```\n{CODE_OK}\n```", CODE_OK, "code_any_block"),
+    (f"```python\n{CODE_OK}\n", CODE_OK, "code_unclosed_fence"),
+    ("def add(a, b): return a + b", None, "none"),
+]
+
+
+@pytest.mark.parametrize("text,answer,rule", NUMBER_RULES)
+def test_number_rule(text, answer, rule):
+    assert utils.extract_number_with_rule(text) == utils.Extraction(answer, rule)
+    assert score_output("gsm8k", text, {"gold": "7"}) == utils.Score(answer, answer == "7", rule)
+    assert extract_gsm8k_answer(text) == answer  # the reference's helper is unchanged
+
+
+@pytest.mark.parametrize("text,letter,rule", CHOICE_RULES)
+def test_choice_rule(text, letter, rule):
+    item = {"gold": "C", "choices": OPTIONS}
+    assert score_output("medqa", text, item) == utils.Score(letter, letter == "C", rule)
+    assert extract_choice(text, "ABCD", OPTIONS) == letter
+
+
+@pytest.mark.parametrize("text,code,rule", CODE_RULES)
+def test_code_rule(text, code, rule):
+    assert utils.extract_code_with_rule(text, entry_point="add") == utils.Extraction(code, rule)
+    assert extract_markdown_python_block(text, entry_point="add") == code
+
+
+def test_every_rule_is_tested():
+    rules = {r for table in (NUMBER_RULES, CHOICE_RULES, CODE_RULES) for *_, r in table}
+    documented = set(re.findall(r"\b(?:none|[a-z]+_[a-z_]+)\b", utils.Extraction.__doc__.split("Rules,")[1]))
+    assert rules == documented
+
+
+FAILING_CODE = [  # (candidate, what its failure reason must say)
+    (WRONG_CODE, "AssertionError at line 1 of the tests: assert add(1, 2) == 3"),
+    ("def add(a, b):\n    raise ValueError('boom')", "ValueError: boom at line 2 of the candidate"),
+    ("def add(a, b)\n    return a + b", "SyntaxError"),
+    ("def add(a, b):\n    while True:\n        pass", "TimeoutError"),
+]
+
+
+@pytest.mark.parametrize("code,reason", FAILING_CODE)
+def test_code_failure_reason(code, reason):
+    item = {**CODE_ITEM, "timeout": 2}
+    score = score_output("mbppplus", f"```python\n{code}\n```", item)
+    assert score.correct is False and reason in score.failure and "\n" not in score.failure
+    assert score_output("mbppplus", f"```python\n{CODE_OK}\n```", item).failure is None
+    assert score_output("mbppplus", "no code", item).failure == "no code block in the output"
+
+
+class ScriptedMethod:
+    """Stands in for a Method in run_method: returns fixed final texts, no model."""
+
+    name = "baseline"
+    kv_peak = None
+
+    def __init__(self, texts):
+        self.texts = iter(texts)
+
+    def reset_kv(self):
+        pass
+
+    def run_batch(self, batch, answer_kind):
+        from methods import AgentTrace, ItemOutput
+
+        return [ItemOutput(next(self.texts), [AgentTrace("judger", "judger", "prompt")]) for _ in batch]
+
+
+def test_records_carry_rule_and_failure_and_summary_counts_rules(tmp_path, capsys):
+    from methods.runner import run_method, summarize
+
+    items = [{"id": "Mbpp/1", "question": "add", **CODE_ITEM} for _ in range(3)]
+    texts = [f"```python\n{CODE_OK}\n```", f"```python\n{WRONG_CODE}\n```", f"```\n{CODE_OK}\n```"]
+    records = run_method(ScriptedMethod(texts), "mbppplus", "code", items, set(), tmp_path / "p.jsonl", 3)
+    assert [r["extraction_rule"] for r in records] == ["code_python_block", "code_python_block", "code_any_block"]
+    assert records[0]["failure"] is None
+    assert records[1]["failure"] == "AssertionError at line 1 of the tests: assert add(1, 2) == 3"
+    assert json.loads((tmp_path / "p.jsonl").read_text().splitlines()[1])["failure"] == records[1]["failure"]
+    assert summarize(records)["extraction_rules"] == {"code_python_block": {"n": 2, "correct": 1},
+                                                      "code_any_block": {"n": 1, "correct": 1}}
+    trace = capsys.readouterr().out
+    assert "Gold=tests of add() (2 cases)" in trace and "assert add(-1, 1)" not in trace
+    assert "Failure: AssertionError at line 1 of the tests" in trace

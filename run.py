@@ -133,7 +133,7 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 # recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
 # (whose values are already among the recorded ones).
 RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm",
-                      "calibration_overlap_items", "settings_file_applied", "settings_file_overridden")
+                      "calibration_overlap_items", "settings_file_applied", "settings_file_overridden", "sampling")
 NOT_REPLAYED = ("output_dir", "settings_file")
 
 

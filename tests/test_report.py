@@ -115,7 +115,7 @@ def test_report_refuses_to_mix_settings_in_one_row(tmp_path):
     plain = write_run(tmp_path / "plain", "text", {"text_mas": metrics(10, 8, 2000, 100)}, hierarchy="parallel")
     single = write_run(tmp_path / "single", "base", {"baseline": metrics(10, 7, 1000, 50)})
     rows = report.build_rows([report.load_run(d) for d in (chain, plain, single)])
-    assert [sorted(r.entries) for r in rows] == [["baseline", "text_mas"], ["baseline", "latent_mas"]]
+    assert [sorted(r.entries) for r in rows] == [["baseline", "latent_mas"], ["baseline", "text_mas"]]
     # The single agent is borrowed across topologies only with the same settings.
     hier = write_run(tmp_path / "hier", "latent", {"latent_mas": metrics(10, 9, 500, 25)}, prompt="hierarchical",
                      temperature=0.0)

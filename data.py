@@ -28,6 +28,8 @@ Differences from the reference loaders, on purpose:
 
 from __future__ import annotations
 
+from errors import DataError
+
 import csv
 import json
 import os
@@ -61,10 +63,6 @@ REFERENCE_TEST_SECONDS = {
 def code_timeout(task_id: str) -> float:
     """Seconds a candidate plus the tests of `task_id` may run."""
     return max(DEFAULT_CODE_TIMEOUT, 4 * REFERENCE_TEST_SECONDS.get(task_id, 0.0))
-
-
-class DataError(Exception):
-    """A task's data cannot be loaded; the message is one line naming the file and what was expected."""
 
 
 @dataclass(frozen=True)

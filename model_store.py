@@ -18,6 +18,8 @@ needed, so resolving a local folder is instant.
 
 from __future__ import annotations
 
+from errors import ModelStoreError
+
 import hashlib
 import importlib.util
 import json
@@ -48,10 +50,6 @@ class ModelSource:
     gguf_file: str | None  # set only when path must be loaded with gguf_file= (resolve_model(..., convert=False))
     sha256: str | None  # of the GGUF weights we verified or keyed on; None for folders/hub/HF cache
     origin: str  # "local folder" | "hub" | "hf cache" | "packaged:<pip packages>" | "gguf file"
-
-
-class ModelStoreError(Exception):
-    """A model cannot be provided; the message is one line saying why and what to do."""
 
 
 @dataclass(frozen=True)

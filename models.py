@@ -13,6 +13,8 @@ Conventions (B = batch rows, T = new positions, L = positions already in memory,
 
 from __future__ import annotations
 
+from errors import ModelLoadError
+
 import copy
 import hashlib
 import sys
@@ -26,10 +28,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Gene
 
 # Tokenizers without a chat template get this plain, documented format (README: "Chat format").
 FALLBACK_ROLE_HEADERS = {"system": "System: ", "user": "User: ", "assistant": "Assistant: "}
-
-
-class ModelLoadError(Exception):
-    """A model could not be found or loaded; the message is one line for the CLI."""
 
 
 @dataclass

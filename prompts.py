@@ -7,6 +7,8 @@ line with `--system_prompt`.
 
 from __future__ import annotations
 
+from errors import PromptError
+
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +48,6 @@ DEFAULT_PROMPTS: dict[str, str] = {
     # Single agent.
     "single": "Question: {question}\n\n{answer_format}",
 }
-
-
-class PromptError(Exception):
-    """A prompt file is missing, malformed or names unknown roles; the message is one line."""
 
 
 @dataclass

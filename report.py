@@ -12,7 +12,8 @@ that set them apart, so no ratio spans two settings. Exit code 2, with one line 
 
 from __future__ import annotations
 
-import argparse
+from errors import OneLineParser, ReportError, one_line_errors
+
 import csv
 import json
 import math
@@ -36,10 +37,6 @@ MAS_KEYS = ("hierarchy",)
 METHOD_KEYS = {"baseline": (), "text_mas": ("text_mas_context_length",),
                "latent_mas": ("latent_steps", "latent_space_realign", "realign_lambda", "latent_only",
                               "sequential_info_only")}
-
-
-class ReportError(Exception):
-    """Bad input: reported as one line, exit code 2."""
 
 
 # ---------------------------------------------------------------- ratios shared by both tables
@@ -475,10 +472,6 @@ def log_if_wide(ax, axis: str) -> None:
 # ---------------------------------------------------------------- CLI
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ReportError(message)
-
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineParser(description="Merge run directories into report.md, report.csv and report.png.")
@@ -497,11 +490,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
-    try:
-        return main()
-    except (ReportError, OSError) as exc:  # OSError: an --out that cannot be written is bad input too
-        print(f"report.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    return one_line_errors(main, "report.py", also=(OSError,))  # an --out that cannot be written is bad input too
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import re
 import sys
 import time
 from datetime import datetime
+
+from errors import OneLineParser, UsageError, one_line_errors
 from pathlib import Path
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
@@ -22,13 +24,6 @@ RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "laten
                "dtype", "use_vllm")
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -523,21 +518,6 @@ def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
             "total_time_sec": m["seconds"], "time_per_sample_sec": m["seconds_per_item"],
             "total_output_tokens": m["total_output_tokens"], "judger_output_tokens": m["judger_output_tokens"],
             "avg_output_tokens": m["avg_output_tokens"]}
-
-
-def one_line_errors(main_fn, prog: str) -> int:
-    """Run an entry point; bad input (UsageError, DataError, ModelStoreError, ModelLoadError, PromptError) becomes
-    one line on stderr and exit code 2, never a traceback."""
-    from data import DataError
-    from model_store import ModelStoreError
-    from models import ModelLoadError
-    from prompts import PromptError
-
-    try:
-        return main_fn()
-    except (UsageError, DataError, ModelStoreError, ModelLoadError, PromptError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
 
 
 def cli() -> int:

@@ -27,6 +27,8 @@ Only `VLLMEngine` imports vllm, and only when it is built.
 
 from __future__ import annotations
 
+from errors import VLLMUnavailable
+
 import importlib.util
 from dataclasses import dataclass
 from typing import Sequence
@@ -39,10 +41,6 @@ from transformers import GenerationConfig
 from models import Generation, ModelWrapper
 
 INSTALL_HINT = "--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)"
-
-
-class VLLMUnavailable(Exception):
-    """vLLM or a CUDA GPU is missing; the message is one line for the CLI."""
 
 
 def vllm_problem() -> str | None:

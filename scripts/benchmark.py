@@ -33,7 +33,7 @@ from methods.latent_mas import KVOps  # noqa: E402
 from methods.runner import run_method, summarize  # noqa: E402
 from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
-from run import UsageError, one_line_errors  # noqa: E402
+from errors import UsageError, one_line_errors  # noqa: E402
 from topology import walk  # noqa: E402
 
 

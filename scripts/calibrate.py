@@ -41,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from run import DEFAULT_MODEL, OneLineParser, UsageError, enable_thinking, one_line_errors, write_json  # noqa: E402
+from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
+from run import DEFAULT_MODEL, enable_thinking, write_json  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")

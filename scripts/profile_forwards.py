@@ -18,7 +18,7 @@ from data import get_task, load_task  # noqa: E402
 from methods import METHODS, MethodSettings  # noqa: E402
 from models import ModelWrapper  # noqa: E402
 from prompts import PromptBook  # noqa: E402
-from run import one_line_errors  # noqa: E402
+from errors import one_line_errors  # noqa: E402
 
 # (kind, rows) -> [calls, seconds, real tokens]
 STATS: dict[tuple[str, int], list] = collections.defaultdict(lambda: [0, 0.0, 0])

@@ -134,3 +134,15 @@ def test_replay_from_summary_records_the_same_settings_and_greedy_outputs(tiny_m
     assert args.method == ["text_mas", "latent_mas"]
     assert args.output_dir is None and args.settings_file_overridden == ["latent_steps"]
     assert "not replayed: renamed_flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["--latent_steps", "x"], 2), (["--bogus"], 2),
+                                       (["--think", "--disable_thinking"], 2)])
+def test_help_and_argument_errors_need_no_torch(argv, code):
+    """On a machine without torch (its import made to fail), --help answers and bad flags get one line, exit 2."""
+    script = f"import sys; sys.modules['torch'] = None; sys.argv = ['run.py', *{argv!r}]; import run; sys.exit(run.cli())"
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if code:
+        assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("run.py: error: ")

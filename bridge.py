@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import torch
 
 from models import Memory, ModelWrapper, ridge_realignment
+from splice import split_user_turn
 
-SENTINEL = "LATENTMASSPLICESENTINEL"
 
 
 # ------------------------------------------------------------------------------------------------ shared tokens
@@ -160,22 +160,6 @@ def nearest_neighbour(bridge: Bridge, sender: ModelWrapper, receiver: ModelWrapp
 
 
 # ------------------------------------------------------------------------------------------ splice & receive
-
-def split_user_turn(model: ModelWrapper, messages: list[dict]) -> tuple[str, str]:
-    """Split a rendered conversation right after the header of its last user turn: (prefix, rest).
-
-    The split point comes from the model's own chat template: the conversation is rendered once more with a
-    sentinel as the user message, and the prefix is everything before the sentinel. No template string is assumed.
-    """
-    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    probe = [dict(m, content=SENTINEL) if i == last_user else m for i, m in enumerate(messages)]
-    rendered_probe = model.render_chat(probe)
-    at = rendered_probe.find(SENTINEL)
-    full = model.render_chat(messages)
-    if at < 0 or not full.startswith(rendered_probe[:at]):
-        raise ValueError(f"cannot find the user turn in the chat template of {model.name}")
-    return full[:at], full[at:]
-
 
 @torch.no_grad()
 def receive(model: ModelWrapper, messages: list[list[dict]], thoughts: torch.Tensor | None,

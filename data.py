@@ -35,10 +35,11 @@ import json
 import os
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from utils import Score, extract_gold, format_number, parse_number
+from utils import SCORERS, Score, extract_gold, format_number, parse_number, score_choice
 
 DATA_DIR_ENV = "LATENTMAS_DATA_DIR"
 # Seeds the A-D order of GPQA options built from the CSV (recorded with every item). 8 is the seed in 0-9 whose
@@ -80,8 +81,6 @@ class Task:
 
     @property
     def scorer(self) -> Callable[[str, dict], Score]:
-        from utils import SCORERS
-
         return SCORERS[self.answer_kind]
 
 
@@ -402,42 +401,36 @@ def load_task(
     return items
 
 
-# Thin wrappers with the reference's loader names (they returned generators; these return lists).
-def load_gsm8k(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("gsm8k", split, data_dir, cache_dir=cache_dir)
+# ----------------------------------------------------------------------------------------------------------------
+# Scoring through the registry: a task's answer kind picks its scorer (utils.SCORERS).
 
 
-def load_aime2024(split: str = "train", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("aime2024", split, data_dir, cache_dir=cache_dir)
+def score_output(task: str, output_text: str, item: dict) -> Score:
+    """The full Score of one model output (prediction, correct, extraction rule, code failure reason)."""
+    t = get_task(task)
+    if t.answer_kind == "choice" and not item.get("choices"):
+        return score_choice(output_text or "", item, letters="".join(t.choices) or "ABCD")
+    return t.scorer(output_text or "", item)
 
 
-def load_aime2025(split: str = "train", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("aime2025", split, data_dir, cache_dir=cache_dir)
+def score_outputs(task: str, output_texts: list[str], items: list[dict], workers: int = 2) -> list[Score]:
+    """score_output over a batch; code candidates run in parallel sandboxes, in input order."""
+    if len(output_texts) != len(items):
+        raise ValueError(f"{len(output_texts)} outputs for {len(items)} items")
+    if get_task(task).answer_kind != "code" or workers <= 1:
+        return [score_output(task, o, it) for o, it in zip(output_texts, items)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda pair: score_output(task, *pair), zip(output_texts, items)))
 
 
-def load_gpqa_diamond(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("gpqa", split, data_dir, cache_dir=cache_dir)
+def score_prediction(task: str, output_text: str, item: dict) -> tuple[str | None, bool]:
+    """(prediction, correct) for one model output; the task's answer kind picks the scorer."""
+    score = score_output(task, output_text, item)
+    return score.prediction, score.correct
 
 
-def load_arc_easy(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("arc_easy", split, data_dir, cache_dir=cache_dir)
-
-
-def load_arc_challenge(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("arc_challenge", split, data_dir, cache_dir=cache_dir)
-
-
-def load_mbppplus(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("mbppplus", split, data_dir, cache_dir=cache_dir)
-
-
-def load_humanevalplus(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("humanevalplus", split, data_dir, cache_dir=cache_dir)
-
-
-def load_medqa(split: str = "test", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("medqa", split, data_dir, cache_dir=cache_dir)
-
-
-def load_winogrande(split: str = "validation", data_dir: str | None = None, cache_dir: str | None = None) -> list[dict]:
-    return load_task("winogrande", split, data_dir, cache_dir=cache_dir)
+def score_predictions(
+    task: str, output_texts: list[str], items: list[dict], workers: int = 2
+) -> list[tuple[str | None, bool]]:
+    """score_prediction over a batch (see score_outputs)."""
+    return [(s.prediction, s.correct) for s in score_outputs(task, output_texts, items, workers)]

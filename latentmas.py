@@ -22,11 +22,12 @@ from typing import Any, Sequence, Union
 
 import torch
 
-from bridge import Bridge, fit_bridge, receive, split_user_turn
+from bridge import Bridge, fit_bridge, receive
 from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
 from models import Generation, Memory, ModelWrapper, join_memories
 from prompts import ANSWER_FORMATS, PromptBook
+from splice import split_user_turn
 from topology import StageOps, make_plan, walk
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)

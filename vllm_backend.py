@@ -30,12 +30,10 @@ from __future__ import annotations
 from errors import VLLMUnavailable
 
 import importlib.util
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from bridge import split_user_turn
 from transformers import GenerationConfig
 
 from models import Generation, ModelWrapper
@@ -50,80 +48,6 @@ def vllm_problem() -> str | None:
     if not torch.cuda.is_available():
         return "--use_vllm needs a CUDA GPU, and torch sees none; run without --use_vllm (HF backend)"
     return None
-
-
-# ------------------------------------------------------------------------------------------- embedding assembly
-
-@dataclass
-class Segment:
-    """One earlier agent's contribution to the judger's prompt embeddings, for one row.
-
-    ids:      the agent's prompt tokens, left padding removed ([] when only its thoughts are kept)
-    thoughts: [k, d] the aligned latent vectors the agent was fed (realign(h) in the model's dtype), or None
-    """
-
-    ids: list[int]
-    thoughts: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids) + (0 if self.thoughts is None else int(self.thoughts.shape[0]))
-
-    def latent_only(self) -> "Segment":
-        return Segment([], self.thoughts)
-
-
-def token_ids(model: ModelWrapper, text: str) -> list[int]:
-    """Tokens of a rendered text, as ModelWrapper.encode makes them (special tokens come from the template)."""
-    return model.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-@torch.no_grad()
-def embed_ids(model: ModelWrapper, ids: Sequence[int]) -> torch.Tensor:
-    """[T, d] effective input embeddings of token ids (the embedding module is called, so scaling such as
-    Gemma's sqrt(d) is included), in the model's dtype, on its input device."""
-    embed = model.model.get_input_embeddings()
-    return embed(torch.as_tensor(list(ids), dtype=torch.long, device=embed.weight.device))
-
-
-@torch.no_grad()
-def rollout_segments(model: ModelWrapper, input_ids: torch.Tensor, mask: torch.Tensor,
-                     hidden: Sequence[torch.Tensor]) -> list[Segment]:
-    """Per row of one latent_rollout: its prompt tokens without left padding and the thoughts that were fed.
-
-    hidden: latent_rollout(..., keep_hidden=True)'s per-step [B, d] states; the fed vector of a step is
-    realign(h) cast to the model's dtype (latent_rollout's default thought_fn), recomputed here bit for bit.
-    """
-    thoughts = (torch.stack([model.realign(h).to(model.model.dtype) for h in hidden], dim=1)
-                if len(hidden) else None)  # [B, k, d]
-    out = []
-    for row in range(input_ids.shape[0]):
-        ids = input_ids[row][mask[row].bool()].tolist()
-        out.append(Segment(ids, None if thoughts is None else thoughts[row]))
-    return out
-
-
-@torch.no_grad()
-def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[Segment],
-                  suffix: str = "") -> torch.Tensor:
-    """The judger's prompt as input embeddings [T, d] for one row (no padding).
-
-    embed(prompt up to and including the last user-turn header) + for each segment in order: embed(its prompt
-    tokens) + its latent vectors, + embed(the rest of the prompt, then `suffix`: the think token under --think).
-    The split point comes from the chat template (bridge.split_user_turn). Without segments: the embeddings of the
-    whole rendered prompt and suffix.
-    """
-    if not segments:
-        return embed_ids(model, token_ids(model, model.render_chat(messages) + suffix))
-    prefix, rest = split_user_turn(model, messages)
-    first = embed_ids(model, token_ids(model, prefix))
-    parts = [first]
-    for seg in segments:
-        if seg.ids:
-            parts.append(embed_ids(model, seg.ids))
-        if seg.thoughts is not None and seg.thoughts.shape[0]:
-            parts.append(seg.thoughts.to(device=first.device, dtype=first.dtype))
-    parts.append(embed_ids(model, token_ids(model, rest + suffix)))
-    return torch.cat(parts, dim=0)
 
 
 def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequence[int]) -> Generation:

@@ -9,6 +9,7 @@ prompt embeddings. The KV estimator (`kv_plan`) walks the same plan over shapes.
 from __future__ import annotations
 
 from models import Memory, join_memories, keep_last, select_rows
+from splice import judger_embeds, rollout_segments
 from topology import EMPTY, KVShape, KVShapeOps, StageOps, walk
 
 from .base import AgentTrace, ItemOutput, Method, timed
@@ -97,8 +98,6 @@ class LatentMASMethod(Method):
             parts = [memory] if len(roles) == 1 else [select_rows(memory, range(k * n, (k + 1) * n), self.model.config)
                                                       for k in range(len(roles))]
             if splice:
-                from vllm_backend import rollout_segments
-
                 rows = rollout_segments(self.model, ids, mask, hidden)
                 parts = [(part, [(segments[i] if segments else []) + [rows[k * n + i]] for i in range(n)])
                          for k, part in enumerate(parts)]
@@ -116,8 +115,6 @@ class LatentMASMethod(Method):
         its own prompt's token embeddings with every kept segment spliced in after its user-turn header. This
         re-prefills the memory from embeddings, as the reference's fast path does, so the final agent's positions
         differ from the KV hand-off and its text is not expected to equal the HF path token for token."""
-        from vllm_backend import judger_embeds
-
         final, n = self.plan.final_role, len(items)
         messages = [self.prompts.messages(final, item["question"], answer_kind, None, segments is not None)
                     for item in items]

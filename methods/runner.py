@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from utils import score_outputs
+from data import score_outputs
 
 from .base import ItemOutput, Method, kv_per_item
 

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import load_task, resolve_data_dir  # noqa: E402
-from utils import run_sandboxed, sandbox_mechanism  # noqa: E402
+from sandbox import run_sandboxed, sandbox_mechanism  # noqa: E402
 
 EXPECTED_FAILURES = {"HumanEval/32"}
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data import load_task  # noqa: E402
 from latentmas import LatentMAS  # noqa: E402
 from models import ModelWrapper, library_versions  # noqa: E402
-from utils import score_prediction  # noqa: E402
+from data import score_prediction  # noqa: E402
 
 MODELS = {"qwen": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "smol": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 

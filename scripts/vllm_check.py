@@ -91,8 +91,9 @@ def main(argv=None) -> int:
     from methods import METHODS, MethodSettings
     from models import ModelWrapper, library_versions
     from prompts import PromptBook
-    from utils import score_predictions
-    from vllm_backend import HFEngine, VLLMEngine, embed_ids, token_ids, vllm_dtype
+    from data import score_predictions
+    from splice import embed_ids, token_ids
+    from vllm_backend import HFEngine, VLLMEngine, vllm_dtype
 
     engine_kwargs = dict(gpu_memory_utilization=args.gpu_memory_utilization, enable_prompt_embeds=True,
                          dtype=vllm_dtype("auto"))

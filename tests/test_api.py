@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bridge import fit_bridge, receive, shared_tokens, split_user_turn
+from bridge import fit_bridge, receive, shared_tokens
+from splice import split_user_turn
 from latentmas import LatentMAS, resolve_backend
 from methods import MethodSettings
 from methods.latent_mas import LatentMASMethod

@@ -20,22 +20,11 @@ COUNTS = {
     "humanevalplus": 164,
     "medqa": 300,
 }
-WRAPPERS = {
-    "gsm8k": data.load_gsm8k,
-    "aime2024": data.load_aime2024,
-    "aime2025": data.load_aime2025,
-    "gpqa": data.load_gpqa_diamond,
-    "arc_easy": data.load_arc_easy,
-    "arc_challenge": data.load_arc_challenge,
-    "mbppplus": data.load_mbppplus,
-    "humanevalplus": data.load_humanevalplus,
-    "medqa": data.load_medqa,
-}
 
 
 @pytest.fixture(scope="module")
 def loaded(data_dir):
-    return {name: WRAPPERS[name](data_dir=str(data_dir)) for name in COUNTS}
+    return {name: load_task(name, data_dir=str(data_dir)) for name in COUNTS}
 
 
 def test_registry():
@@ -112,7 +101,7 @@ def test_gpqa_seeded_shuffle(loaded, data_dir):
     items = loaded["gpqa"]
     counts = {letter: sum(it["gold"] == letter for it in items) for letter in "ABCD"}
     assert min(counts.values()) >= 40, counts  # no letter bias
-    again = data.load_gpqa_diamond(data_dir=str(data_dir))
+    again = load_task("gpqa", data_dir=str(data_dir))
     assert [it["gold"] for it in again] == [it["gold"] for it in items]  # deterministic
     for it in items[:20]:
         assert re.search(r"\n\nA\. .*\nB\. .*\nC\. .*\nD\. ", it["question"], re.DOTALL)
@@ -223,7 +212,7 @@ def test_winogrande_local_format(tmp_path):
     row = {"qID": "w1", "sentence": "The trophy didn't fit in the suitcase because _ was too big.",
            "option1": "the trophy", "option2": "the suitcase", "answer": "1"}
     _write(tmp_path, "winogrande/dev.jsonl", json.dumps(row) + "\n")
-    (item,) = data.load_winogrande(data_dir=str(tmp_path))
+    (item,) = load_task("winogrande", data_dir=str(tmp_path))
     assert item["gold"] == "A" and item["question"].endswith("\nA. the trophy\nB. the suitcase")
 
 
@@ -240,4 +229,4 @@ def test_hub_failure_is_one_line(monkeypatch):
 def test_local_data_has_only_the_eval_split(data_dir):
     with pytest.raises(DataError, match="only the evaluation split"):
         load_task("gsm8k", split="train", data_dir=str(data_dir))
-    assert len(data.load_aime2024(split="train", data_dir=str(data_dir))) == 30  # the reference's split name
+    assert len(load_task("aime2024", split="train", data_dir=str(data_dir))) == 30  # the reference's split name

@@ -7,8 +7,6 @@ compares texts on a model that writes the same text for every prompt proves noth
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,7 +14,7 @@ import torch
 from methods import METHODS, MethodSettings
 from prompts import PromptBook
 
-from test_cli import ROOT, ENV, lines, one_line_error, run_cli
+from test_cli import lines, one_line_error, run_cli
 
 QWEN3_GENERATION = dict(do_sample=True, temperature=0.6, top_p=0.95, top_k=20, eos_token_id=[151645, 151643],
                         pad_token_id=151643)

@@ -1,9 +1,7 @@
 """Methods and topologies on the tiny random Qwen3: independence, memory hand-off and ablations."""
 
 import pytest
-import torch
 
-import methods.latent_mas as latent_mod
 from methods import METHODS, MethodSettings
 from prompts import PromptBook
 

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import utils
-from utils import run_sandboxed, run_with_timeout
+import sandbox
+from sandbox import run_sandboxed, run_with_timeout
 
 
 @pytest.fixture(scope="module")
 def mechanism():
-    m = utils.sandbox_mechanism()  # probed once, outside the timed runs
+    m = sandbox.sandbox_mechanism()  # probed once, outside the timed runs
     print(f"sandbox mechanism: {m}")
     return m
 
@@ -29,7 +29,7 @@ def contained(mechanism):
 
 
 def _stray_sandbox_processes() -> list[int]:
-    lo, hi = utils.SANDBOX_UID_BASE, utils.SANDBOX_UID_BASE + utils.SANDBOX_UID_COUNT
+    lo, hi = sandbox.SANDBOX_UID_BASE, sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_COUNT
     stray = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -44,7 +44,7 @@ def _stray_sandbox_processes() -> list[int]:
     return stray
 
 
-def _run_attack(code: str, timeout: float = 3.0) -> utils.SandboxResult:
+def _run_attack(code: str, timeout: float = 3.0) -> sandbox.SandboxResult:
     start = time.monotonic()
     result = run_sandboxed(code, timeout=timeout)
     took = time.monotonic() - start

@@ -13,10 +13,8 @@ from utils import (
     extract_gsm8k_answer,
     extract_markdown_python_block,
     normalize_answer,
-    score_output,
-    score_prediction,
-    score_predictions,
 )
+from data import score_output, score_prediction, score_predictions
 
 # (model output, gold, expected prediction, expected correct) for the "number" kind (GSM8K).
 NUMBER = [

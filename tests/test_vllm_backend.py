@@ -14,13 +14,12 @@ import pytest
 import torch
 
 import run
-from bridge import split_user_turn
+from splice import Segment, embed_ids, judger_embeds, split_user_turn, token_ids
 from methods import METHODS, MethodSettings
 from methods.runner import run_method
 from models import Generation, ModelWrapper
 from prompts import PromptBook
-from vllm_backend import (INSTALL_HINT, HFEngine, Segment, VLLMEngine, VLLMUnavailable, embed_ids, judger_embeds,
-                          token_ids)
+from vllm_backend import INSTALL_HINT, HFEngine, VLLMEngine, VLLMUnavailable
 
 ITEMS = [{"question": "What is 2 + 3?", "gold": "5"},
          {"question": "Tom has 7 apples and eats two of them, then buys four more. How many are left?", "gold": "9"}]

@@ -119,11 +119,19 @@ def _layer_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor
 
 
 def _make_cache(kv: Sequence[tuple[torch.Tensor, torch.Tensor]], config) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=list(kv), config=config)
+    """A DynamicCache holding these tensors themselves, not copies. Sharing is safe: a cache layer never writes into
+    its tensors, it replaces them (DynamicLayer.update concatenates into new ones), so extending one cache never
+    changes another that shares its tensors."""
+    cache = DynamicCache(config=config)
+    for layer, (key, value) in zip(cache.layers, kv):
+        layer.lazy_initialization(key, value)
+        layer.keys, layer.values = key, value
+    return cache
 
 
 def copy_memory(memory: Memory, config) -> Memory:
-    """A memory whose cache object can be extended without touching `memory` (tensors are copied once)."""
+    """A memory whose cache object can be extended without touching `memory`; the tensors are shared, not copied
+    (see _make_cache)."""
     return Memory(_make_cache(_layer_tensors(memory.cache), config), memory.mask, memory.next_pos)
 
 
@@ -131,12 +139,13 @@ def keep_last(memory: Memory, k: int, config) -> Memory | None:
     """Keep only the last k positions of every row (the reference's latent_only / sequential_info_only ablations).
 
     Kept keys keep the positions they were rotated with, and next_pos is unchanged, so relative distances between
-    the kept memory and what follows stay as they were.
+    the kept memory and what follows stay as they were. The kept positions are copied out, so the dropped ones are
+    freed (a view would keep the whole tensor alive).
     """
     if k <= 0:
         return None
     k = min(k, memory.length)
-    kv = [(key[:, :, -k:, :], value[:, :, -k:, :]) for key, value in _layer_tensors(memory.cache)]
+    kv = [(key[:, :, -k:, :].clone(), value[:, :, -k:, :].clone()) for key, value in _layer_tensors(memory.cache)]
     return Memory(_make_cache(kv, config), memory.mask[:, -k:], memory.next_pos)
 
 

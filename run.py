@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     from methods import METHODS, MethodSettings
     from methods.runner import read_predictions, run_method, summarize
     from models import ModelWrapper, library_versions, sampling_values
+    from peak_memory import memory_now, reset_peak
 
     torch.manual_seed(args.seed)
     engine = None
@@ -488,11 +489,19 @@ def main(argv: list[str] | None = None) -> int:
             method = METHODS[name](model, method_settings, prompts, engine=engine)
             old = [r for r in previous if r["method"] == name and r["index"] < len(items)]
             start = time.perf_counter()
+            loaded = memory_now(model.device)  # the model (and anything before), so the peak above it is this run's
+            reset_peak(model.device)
             new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old},
                              predictions_path, args.generate_bs, trace=not args.quiet)
             metrics = summarize(old + new, time.perf_counter() - start)
             metrics["estimated_peak_kv_bytes_total"] = estimates[name]["bytes_total"]
             metrics["estimated_peak_kv_bytes_per_item"] = estimates[name]["bytes_per_item"]
+            # The real peak beside the accounted KV bytes: everything the process held (KV copies, activations).
+            peak = memory_now(model.device)
+            metrics["peak_memory"] = {"kind": peak["kind"], "peak_bytes": peak["peak_bytes"],
+                                      "before_bytes": loaded["current_bytes"],
+                                      "above_before_bytes": None if loaded["current_bytes"] is None
+                                      else peak["peak_bytes"] - loaded["current_bytes"]}
             summary["methods"][name] = metrics
             write_json(out_dir / "summary.json", summary)
             print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)

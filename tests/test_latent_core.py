@@ -238,3 +238,23 @@ def test_from_pretrained_installs_few_rows_linear_on_cpu_fp32_only(tiny_model_di
     assert linears and all(type(m) is FewRowsLinear for m in linears)
     bf16 = ModelWrapper.from_pretrained(tiny_model_dir, device="cpu", dtype="bfloat16")
     assert not any(type(m) is FewRowsLinear for m in bf16.model.modules())
+
+
+def test_memories_share_tensors_and_forwards_never_change_them(make_tiny_wrapper):
+    """A forward's own copy of a memory shares its tensors (no copy of the KV bytes), and extending it, by a prompt,
+    latent steps or decoding, leaves the memory that was passed in exactly as it was."""
+    from models import _layer_tensors, copy_memory
+
+    wrapper = make_tiny_wrapper(tie=False)
+    memory = wrapper.prefill(*wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS[:2]]))
+    before = [(k.clone(), v.clone()) for k, v in _layer_tensors(memory.cache)]
+    shared = copy_memory(memory, wrapper.config)
+    assert all(a.data_ptr() == b.data_ptr() for (a, _), (b, _) in zip(_layer_tensors(memory.cache),
+                                                                      _layer_tensors(shared.cache)))
+    ids, mask = wrapper.encode([chat(wrapper, "judger", q) for q in PROMPTS[:2]])
+    wrapper.latent_rollout(ids, mask, 3, memory)
+    wrapper.generate(ids, mask, memory, max_new_tokens=4)
+    wrapper.prefill(ids, mask, shared)
+    assert all(torch.equal(k, k0) and torch.equal(v, v0)
+               for (k, v), (k0, v0) in zip(_layer_tensors(memory.cache), before))
+    assert memory.length == before[0][0].shape[2] and shared.length == memory.length

@@ -13,10 +13,9 @@ import time
 from datetime import datetime
 
 from errors import OneLineParser, UsageError, one_line_errors
+from flags import DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpFormatter, add_flags, enable_thinking
 from pathlib import Path
 
-DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
-PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
 # Settings that change results: a --resume must match them exactly.
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
                "top_k", "seed", "think", "disable_thinking", "latent_space_realign", "realign_lambda", "latent_only",
@@ -26,89 +25,12 @@ RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "laten
 
 
 
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows "(default: X)" after every flag with a value worth showing; not after switches (off by
-    default), nor where the default is None (the help says what happens then), nor where the help names it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or action.default is argparse.SUPPRESS \
-                or "default" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from data import TASKS  # torch-free: data.py imports only the standard library and utils.py
-
+    """run.py's flags (declared in flags.py, which the scripts share)."""
     p = OneLineParser(description="Run baseline, text_mas and/or latent_mas on a benchmark.",
                       formatter_class=DefaultsHelpFormatter)
-    p.add_argument("--method", nargs="+", default=["latent_mas"], choices=["baseline", "text_mas", "latent_mas"],
-                   help="one or more methods, run on the same items with one loaded model")
-    p.add_argument("--model_name", default=None, help=f"HF id, local folder or .gguf file (default {DEFAULT_MODEL})")
-    p.add_argument("--max_samples", type=int, default=-1, help="first N items of the split; -1 for all")
-    p.add_argument("--task", default="gsm8k", help=f"benchmark: {', '.join(TASKS)}")
-    p.add_argument("--prompt", default="sequential", choices=["sequential", "hierarchical"], help="agent topology")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--split", default="test",
-                   help="dataset split; test = the split the paper evaluates on (local data holds only that one)")
-    p.add_argument("--max_new_tokens", type=int, default=None, help="per decoding agent (default: the paper's budget for the task)")
-    p.add_argument("--latent_steps", type=int, default=0,
-                   help="latent thoughts per non-final agent (latent_mas); with 0 they only prefill their prompts "
-                        "into the memory. The paper searched 0, 10, 20, 40, 80")
-    p.add_argument("--temperature", type=float, default=0.6, help="0 for greedy decoding")
-    p.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling: keep the smallest set of tokens "
-                   "whose probability reaches top_p (ignored when greedy)")
-    p.add_argument("--top_k", type=int, default=None,
-                   help="top-k sampling; default: the model's generation config (Qwen3: 20), else transformers' 50; "
-                        "0 turns it off")
-    p.add_argument("--generate_bs", type=int, default=20, help="items per batch")
-    p.add_argument("--text_mas_context_length", type=int, default=-1, help="text_mas: max tokens of earlier outputs pasted in (-1: all)")
-    p.add_argument("--think", action="store_true",
-                   help="the reference's --think: append the think-opening token <think> after the generation prompt "
-                        "of every latent_mas agent (judger included); baseline and text_mas ignore it, as in the "
-                        "reference")
-    p.add_argument("--disable_thinking", action="store_true",
-                   help="render every agent of every method in the chat template's non-thinking mode "
-                        "(enable_thinking=False; Qwen3: an empty <think></think> block). Default: the template's own "
-                        "default rendering (Qwen3: thinking mode, as the paper ran)")
-    p.add_argument("--latent_space_realign", action="store_true", help="ridge realignment W_a (else identity; norm matching always)")
-    p.add_argument("--realign_lambda", type=float, default=1e-5, help="ridge lambda of the realignment")
-    p.add_argument("--seed", type=int, default=42, help="seeds sampling: each item and agent draws from its own stream, keyed by (seed, item id, "
-                        "agent role)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--latent_only", action="store_true", help="ablation: memory keeps only the last agent's latent steps")
-    p.add_argument("--sequential_info_only", action="store_true", help="ablation: memory keeps only the last agent's positions")
-    p.add_argument("--hierarchy", default="chain", choices=["chain", "parallel"],
-                   help="--prompt hierarchical: 'chain' = the reference's (and the published numbers'): each specialist "
-                        "continues the previous one's memory, positions continue; 'parallel' = the paper's Figure 2: "
-                        "independent specialists from position 0, memories joined for the summarizer")
-    p.add_argument("--system_prompt", default=None, help="replace the system line of every agent")
-    p.add_argument("--prompt_file", default=None, help="JSON object role -> prompt text (see prompts.py)")
-    p.add_argument("--data_dir", default=None, help="local data folder (layout of shared/data); default $LATENTMAS_DATA_DIR, else the Hub")
-    p.add_argument("--output_dir", default=None, help="where predictions.jsonl and summary.json go (default outputs/<run>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output_dir")
-    p.add_argument("--quiet", action="store_true", help="no per-problem trace on the console")
-    p.add_argument("--decode_latents", type=int, default=0, metavar="K",
-                   help="latent_mas: store, print and save the K most likely LM-head tokens and the K nearest input "
-                        "embeddings of every latent step (0: off, no extra work)")
-    p.add_argument("--settings_file", default=None,
-                   help="JSON object of flag -> value (e.g. best_settings.json from scripts/calibrate.py); flags given "
-                        "on the command line win")
-    p.add_argument("--max_kv_bytes", default=None, metavar="SIZE",
-                   help="refuse, before any work, a run whose estimated peak KV cache exceeds SIZE (bytes, or e.g. "
-                        "512MiB, 20GB, 1.5G)")
-    p.add_argument("--max_kv_tokens", type=int, default=None, metavar="N",
-                   help="refuse, before any work, a run whose largest KV cache would hold more than N positions "
-                        "(rows x padded length)")
-    vllm = p.add_argument_group("vLLM (optional; pip install -r requirements-vllm.txt)")
-    vllm.add_argument("--use_vllm", action="store_true", help="decode with vLLM (CUDA GPU); latent_mas's thinkers "
-                      "still run on the HF model and vLLM decodes the judger from prompt embeddings")
-    vllm.add_argument("--enable_prefix_caching", action="store_true", help="vLLM's automatic prefix caching")
-    vllm.add_argument("--use_second_HF_model", action="store_true", help="latent rollout on a second HF model on --device2")
-    vllm.add_argument("--device2", default="cuda:1", help="device of the second HF model (--use_second_HF_model)")
-    vllm.add_argument("--tensor_parallel_size", type=int, default=1, help="GPUs vLLM shards the model over")
-    vllm.add_argument("--gpu_memory_utilization", type=float, default=0.9,
-                      help="fraction of the GPU's memory vLLM may take (weights and KV cache)")
+    add_flags(p, *FLAGS)
+    add_flags(p.add_argument_group("vLLM (optional; pip install -r requirements-vllm.txt)"), *VLLM_FLAGS)
     return p
 
 
@@ -364,17 +286,6 @@ def default_output_dir(args: argparse.Namespace) -> Path:
     return Path("outputs") / f"{args.task}-{args.prompt}-{'+'.join(args.method)}-{model}-{stamp}"
 
 
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    tmp.replace(path)
-
-
-def enable_thinking(args: argparse.Namespace) -> bool | None:
-    """The chat template's enable_thinking: False with --disable_thinking, else None (the template's default)."""
-    return False if args.disable_thinking else None
-
-
 def load_vllm(args: argparse.Namespace, settings: dict):
     """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the GPU memory it is told to take.
     The HF weights are loaded only for latent_mas (its latent rollout), on --device2 with --use_second_HF_model,
@@ -437,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from methods import METHODS, MethodSettings
-    from methods.runner import read_predictions, run_method, summarize
+    from methods.runner import read_predictions, run_method, summarize, write_json
     from models import ModelWrapper, library_versions, sampling_values
     from peak_memory import memory_now, reset_peak
 

@@ -15,6 +15,13 @@ from data import score_outputs
 from .base import ItemOutput, Method, kv_per_item
 
 
+def write_json(path: Path, data: dict) -> None:
+    """Write a JSON file atomically (a temporary file, then a rename): a kill never leaves half a summary."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    tmp.replace(path)
+
+
 def read_predictions(path: Path) -> list[dict]:
     """Lines already written; a torn last line (a run killed mid-write) is dropped from the file."""
     if not path.exists():

@@ -5,7 +5,7 @@
 --methods_from RUN_DIR... fills the methods section from finished `run.py --method baseline text_mas latent_mas`
 folders with the same settings (one per --prompt) instead of running the methods a second time.
 
-Sections (all written to <out>/benchmark.json and <out>/benchmark.md):
+Sections (all written to <output_dir>/benchmark.json and <output_dir>/benchmark.md; default benchmarks/latest):
   methods     baseline / text_mas / latent_mas, sequential and hierarchical: accuracy, output tokens, seconds,
               and the ratios against text_mas (each run's predictions.jsonl is kept for report.py)
   steps       one latent step against one decode step at the same context length; prefill tokens per second
@@ -15,7 +15,6 @@ Sections (all written to <out>/benchmark.json and <out>/benchmark.md):
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import statistics
@@ -33,7 +32,8 @@ from methods.latent_mas import KVOps  # noqa: E402
 from methods.runner import run_method, summarize  # noqa: E402
 from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
-from errors import UsageError, one_line_errors  # noqa: E402
+from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
+from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 from topology import walk  # noqa: E402
 
 
@@ -244,16 +244,9 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
-    p.add_argument("--task", default="gsm8k")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--max_samples", type=int, default=10)
-    p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--latent_steps", type=int, default=10)
-    p.add_argument("--generate_bs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=42)
+    p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    add_flags(p, "model_name", "task", "data_dir", "device", "max_samples", "max_new_tokens", "latent_steps",
+              "generate_bs", "seed", "output_dir")
     p.add_argument("--contexts", type=int, nargs="+", default=[200, 800])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -263,12 +256,14 @@ def main() -> int:
     p.add_argument("--methods_from", nargs="+", default=None, metavar="RUN_DIR",
                    help="fill the methods section from finished run.py folders (same settings) instead of running it")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--out", default="benchmarks/latest")
     args = p.parse_args()
+    fill_run_defaults(args)
+    if args.max_samples is None:
+        raise UsageError("--max_samples: give the number of items to benchmark (e.g. 10)")
     if args.threads:
         torch.set_num_threads(args.threads)  # on a shared machine, 1 thread avoids spin-wait oversubscription
 
-    out = Path(args.out)
+    out = Path(args.output_dir or "benchmarks/latest")
     out.mkdir(parents=True, exist_ok=True)
     task = get_task(args.task)
     from_runs = methods_from_runs(args.methods_from, args) if args.methods_from else None  # checked before any work

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from run import DEFAULT_MODEL, enable_thinking, write_json  # noqa: E402
+from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, enable_thinking  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
@@ -53,36 +53,19 @@ FIXED_KEYS = ("task", "split", "model_name", "prompt", "dev_samples", "max_new_t
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(description="Sweep latent_steps x realignment for latent_mas on a development slice.")
-    p.add_argument("--model_name", default=DEFAULT_MODEL)
-    p.add_argument("--task", default="gsm8k")
-    p.add_argument("--split", default="test")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--prompt", default="sequential", choices=["sequential", "hierarchical"])
+    p = OneLineParser(description="Sweep latent_steps x realignment for latent_mas on a development slice.",
+                      formatter_class=DefaultsHelpFormatter)
+    # The flags run.py has too, with its names, defaults and help (flags.py).
+    add_flags(p, "model_name", "task", "split", "data_dir", "prompt", "hierarchy", "realign_lambda", "max_new_tokens",
+              "temperature", "top_p", "top_k", "seed", "generate_bs", "device", "dtype", "think", "disable_thinking",
+              "latent_only", "sequential_info_only", "system_prompt", "prompt_file", "output_dir", "resume")
     p.add_argument("--dev_samples", type=int, default=20, help="the last N items of the split")
     p.add_argument("--test_samples", type=int, default=None,
                    help="refuse a dev slice that overlaps the first M items (the test run's --max_samples)")
-    p.add_argument("--latent_steps", type=int, nargs="+", default=[0, 5, 10, 20, 40])
+    p.add_argument("--latent_steps", type=int, nargs="+", default=[0, 5, 10, 20, 40],
+                   help="the latent_steps values to sweep")
     p.add_argument("--realign", nargs="+", choices=["off", "on"], default=["off", "on"],
                    help="latent_space_realign settings to sweep")
-    p.add_argument("--realign_lambda", type=float, default=1e-5)
-    p.add_argument("--max_new_tokens", type=int, default=None, help="default: the paper's budget for the task")
-    p.add_argument("--temperature", type=float, default=0.6)
-    p.add_argument("--top_p", type=float, default=0.95)
-    p.add_argument("--top_k", type=int, default=None, help="default: the model's generation config (as run.py)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--generate_bs", type=int, default=20)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--think", action="store_true", help="as run.py: <think> after every latent_mas agent's prompt")
-    p.add_argument("--disable_thinking", action="store_true", help="as run.py: the template's non-thinking mode")
-    p.add_argument("--latent_only", action="store_true")
-    p.add_argument("--sequential_info_only", action="store_true")
-    p.add_argument("--hierarchy", default="chain", choices=["chain", "parallel"], help="as run.py")
-    p.add_argument("--system_prompt", default=None)
-    p.add_argument("--prompt_file", default=None)
-    p.add_argument("--output_dir", default=None, help="default calibration/<task>-<prompt>-<model>-<time>")
-    p.add_argument("--resume", action="store_true", help="reuse finished settings in --output_dir")
     p.add_argument("--trace", action="store_true", help="print the per-problem trace")
     return p
 
@@ -183,6 +166,7 @@ def plot(rows: list[dict], best: dict, path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.model_name = args.model_name or DEFAULT_MODEL
     validate(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -211,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from methods import LatentMASMethod, MethodSettings
-    from methods.runner import read_predictions, run_method, summarize
+    from methods.runner import read_predictions, run_method, summarize, write_json
     from models import ModelWrapper, library_versions
 
     torch.manual_seed(args.seed)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data import load_task, resolve_data_dir  # noqa: E402
+from flags import add_flags  # noqa: E402
 from sandbox import run_sandboxed, sandbox_mechanism  # noqa: E402
 
 EXPECTED_FAILURES = {"HumanEval/32"}
@@ -43,7 +44,7 @@ def check(task: str, data_dir: str | None, workers: int, timeout: float | None) 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_dir", default=None, help="local data folder (default: $LATENTMAS_DATA_DIR, else the Hub)")
+    add_flags(ap, "data_dir")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--timeout", type=float, default=None, help="seconds per program (default: each item's own)")
     ap.add_argument("--tasks", nargs="+", default=["mbppplus", "humanevalplus"])

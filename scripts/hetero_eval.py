@@ -7,13 +7,13 @@ Rows (all greedy, same items, through the library API):
   latent_mas    two agents of one model (planner -> judger, exact KV hand-off)
   bridged       planner of one model -> judger of the other (latent thoughts through the ridge bridge)
 Bridges: held-out nearest-neighbour accuracy of each direction against chance. Seconds: wall-clock of the
-generate call over all items (bridge fitting excluded). Writes <out>/hetero_eval.json; finished rows also go to
-<out>/rows.jsonl as they finish, and a rerun with the same --out skips them.
+generate call over all items (bridge fitting excluded). Writes <output_dir>/hetero_eval.json (default
+outputs/hetero_eval); finished rows also go to <output_dir>/rows.jsonl as they finish, and a rerun with the same
+--output_dir skips them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,27 +22,25 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import load_task  # noqa: E402
+from data import load_task, score_prediction  # noqa: E402
+from errors import OneLineParser, one_line_errors  # noqa: E402
+from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 from latentmas import LatentMAS  # noqa: E402
 from models import ModelWrapper, library_versions  # noqa: E402
-from data import score_prediction  # noqa: E402
 
 MODELS = {"qwen": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "smol": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--max_samples", type=int, default=10)
-    p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--latent_steps", type=int, default=5)
-    p.add_argument("--batch_size", type=int, default=10)
-    p.add_argument("--out", default="outputs/hetero_eval")
+def main() -> int:
+    p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    add_flags(p, "data_dir", "max_samples", "max_new_tokens", "latent_steps", "generate_bs", "output_dir")
     p.add_argument("--rows", nargs="+", default=["single", "latent_mas", "bridged"], help="which kinds of rows to run")
     args = p.parse_args()
-    out = Path(args.out)
+    args.task = "gsm8k"
+    fill_run_defaults(args)
+    out = Path(args.output_dir or "outputs/hetero_eval")
     out.mkdir(parents=True, exist_ok=True)
-    done_path = out / "rows.jsonl"  # one line per finished row: a rerun with the same --out skips those rows
+    done_path = out / "rows.jsonl"  # one line per finished row: a rerun with the same --output_dir skips those rows
     done = {(r["method"], r["agents"]): r for r in map(json.loads, done_path.read_text().splitlines())} \
         if done_path.exists() else {}
     torch.manual_seed(0)
@@ -80,7 +78,7 @@ def main() -> None:
         mas = LatentMAS(agents, latent_steps=args.latent_steps, roles=roles)
         if kind == "bridged":
             mas.bridge(0, 1)  # fit before timing: a fit is a one-off set-up cost, like loading the models
-        result = mas.generate(questions, max_new_tokens=args.max_new_tokens, temperature=0, batch_size=args.batch_size)
+        result = mas.generate(questions, max_new_tokens=args.max_new_tokens, temperature=0, batch_size=args.generate_bs)
         scored = [score_prediction("gsm8k", text, item) for text, item in zip(result.texts, items)]
         row = {"method": kind, "agents": " -> ".join(names), "correct": sum(ok for _, ok in scored), "n": len(items),
                "output_tokens": result.total_output_tokens, "seconds": round(result.seconds, 1),
@@ -98,7 +96,8 @@ def main() -> None:
     (out / "hetero_eval.json").write_text(json.dumps(
         {"settings": vars(args), "versions": library_versions(), "bridges": bridges, "rows": rows}, indent=2))
     print(f"results: {out / 'hetero_eval.json'}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(one_line_errors(main, "hetero_eval.py"))

@@ -6,7 +6,6 @@ rows, at each --generate_bs, on the same items. The README's "Performance" secti
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -18,7 +17,8 @@ from data import get_task, load_task  # noqa: E402
 from methods import METHODS, MethodSettings  # noqa: E402
 from models import ModelWrapper  # noqa: E402
 from prompts import PromptBook  # noqa: E402
-from errors import one_line_errors  # noqa: E402
+from errors import OneLineParser, one_line_errors  # noqa: E402
+from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 
 # (kind, rows) -> [calls, seconds, real tokens]
 STATS: dict[tuple[str, int], list] = collections.defaultdict(lambda: [0, 0.0, 0])
@@ -42,15 +42,11 @@ def timed(name: str, step_kind: str):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
-    p.add_argument("--task", default="gsm8k")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--max_samples", type=int, default=10)
-    p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--latent_steps", type=int, default=10)
-    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
+    p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    add_flags(p, "model_name", "task", "data_dir", "max_samples", "max_new_tokens", "latent_steps")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4], help="--generate_bs values to profile")
     args = p.parse_args()
+    fill_run_defaults(args)
 
     task = get_task(args.task)
     items = load_task(args.task, data_dir=args.data_dir, max_samples=args.max_samples)

@@ -1,6 +1,6 @@
 """Check the vLLM backend against the HF path on a GPU machine: greedy agreement and speed on GSM8K.
 
-    python scripts/vllm_check.py --data_dir ../shared/data --n 50 --out vllm_check.json
+    python scripts/vllm_check.py --data_dir ../shared/data --max_samples 50 --max_new_tokens 512 --generate_bs 16
 
 Needs vLLM and a CUDA GPU (pip install -r requirements-vllm.txt); both backends load the same weights (a packaged
 model by default) in the same dtype, on one GPU (vLLM takes --gpu_memory_utilization of it first).
@@ -13,12 +13,11 @@ Measured, all greedy (temperature 0):
 3. latent_mas (--latent_steps): the HF KV hand-off path, the judger decoded by HF from the assembled prompt
    embeddings (HFEngine) and by vLLM from the same embeddings (VLLMEngine): vLLM vs HF on identical embeddings
    (agreement), and both against the KV path (not expected to be equal: positions differ), with timings.
-Prints one JSON object (also written to --out) and a Markdown table for the README.
+Prints one JSON object (also written to <output_dir>/vllm_check.json) and a Markdown table for the README.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import sys
@@ -27,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from errors import OneLineParser  # noqa: E402
+from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 
 
 def agreement(a_rows, b_rows) -> dict:
@@ -65,18 +67,14 @@ def merge(gens):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model_name", default="Qwen/Qwen2.5-Coder-0.5B-Instruct")
-    p.add_argument("--data_dir", default=None)
-    p.add_argument("--n", type=int, default=50, help="GSM8K items (first N of the test split)")
+    p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
+    add_flags(p, "model_name", "data_dir", "max_samples", "latent_steps", "max_new_tokens", "generate_bs",
+              "gpu_memory_utilization", "device", "output_dir")
     p.add_argument("--latent_n", type=int, default=20, help="items for the latent_mas comparison (0: skip)")
-    p.add_argument("--latent_steps", type=int, default=10)
-    p.add_argument("--max_new_tokens", type=int, default=512)
-    p.add_argument("--batch_size", type=int, default=16, help="rows per call, for both backends (run.py's --generate_bs)")
-    p.add_argument("--gpu_memory_utilization", type=float, default=0.5)
-    p.add_argument("--device", default="cuda:0", help="the HF model's device")
-    p.add_argument("--out", default="vllm_check.json")
     args = p.parse_args(argv)
+    args.task = "gsm8k"
+    fill_run_defaults(args)
+    args.device = args.device or "cuda:0"
 
     from vllm_backend import vllm_problem
 
@@ -101,24 +99,24 @@ def main(argv=None) -> int:
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids, **engine_kwargs)
     hf = ModelWrapper.from_pretrained(args.model_name, device=args.device)
     book = PromptBook.load()
-    items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.n)
+    items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.max_samples)
     prompts = [hf.render_chat(book.messages("single", it["question"], "number")) for it in items]
     greedy = dict(max_new_tokens=args.max_new_tokens)  # no sampling config: greedy on both backends
     accuracy = lambda texts, its: sum(ok for _, ok in score_predictions("gsm8k", texts, its)) / max(len(its), 1)
 
     engine.generate_texts(prompts[:1], max_new_tokens=8)  # warm-up (graphs, caches)
     hf.generate(*hf.encode(prompts[:1]), max_new_tokens=8)
-    hf_gen, hf_s = timed(lambda: merge([hf.generate(*hf.encode(b), **greedy) for b in batches(prompts, args.batch_size)]))
-    vl_gen, vl_s = timed(lambda: merge([engine.generate_texts(b, **greedy) for b in batches(prompts, args.batch_size)]))
+    hf_gen, hf_s = timed(lambda: merge([hf.generate(*hf.encode(b), **greedy) for b in batches(prompts, args.generate_bs)]))
+    vl_gen, vl_s = timed(lambda: merge([engine.generate_texts(b, **greedy) for b in batches(prompts, args.generate_bs)]))
     vl_all, vl_all_s = timed(lambda: engine.generate_texts(prompts, **greedy))
     embeds = [embed_ids(hf, token_ids(hf, t)) for t in prompts]
-    vl_emb = merge([engine.generate_from_embeds(b, **greedy) for b in batches(embeds, args.batch_size)])
-    hf_emb = merge([hf.generate_embeds(b, **greedy) for b in batches(embeds, args.batch_size)])
+    vl_emb = merge([engine.generate_from_embeds(b, **greedy) for b in batches(embeds, args.generate_bs)])
+    hf_emb = merge([hf.generate_embeds(b, **greedy) for b in batches(embeds, args.generate_bs)])
     report = {
         "model": args.model_name, "model_path": skeleton.source.path,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "versions": {**library_versions(), "vllm": engine.version}, "dtype": engine_kwargs["dtype"],
-        "items": len(items), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+        "items": len(items), "max_new_tokens": args.max_new_tokens, "batch_size": args.generate_bs,
         "baseline": {
             "vllm_vs_hf": agreement(hf_gen.token_ids, vl_gen.token_ids),
             "hf_accuracy": accuracy(hf_gen.texts, items), "vllm_accuracy": accuracy(vl_gen.texts, items),
@@ -133,7 +131,7 @@ def main(argv=None) -> int:
         its = items[:args.latent_n]
         settings = MethodSettings(max_new_tokens=args.max_new_tokens, temperature=0.0, top_p=1.0,
                                   latent_steps=args.latent_steps)
-        run = lambda eng: timed(lambda: [o for b in batches(its, args.batch_size)
+        run = lambda eng: timed(lambda: [o for b in batches(its, args.generate_bs)
                                          for o in METHODS["latent_mas"](hf, settings, book, engine=eng).run_batch(b, "number")])
         kv, kv_s = run(None)
         hf_e, hf_e_s = run(HFEngine(hf))
@@ -149,7 +147,9 @@ def main(argv=None) -> int:
                          "vllm_embeds": accuracy(texts(vl_e), its)},
             "seconds": {"hf_kv": round(kv_s, 3), "hf_embeds": round(hf_e_s, 3), "vllm_embeds": round(vl_e_s, 3)},
         }
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    out = Path(args.output_dir or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vllm_check.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     b = report["baseline"]
     print(f"\n| {args.model_name} | {report['device']} | vLLM {engine.version} | {len(items)} GSM8K items | "

@@ -13,7 +13,7 @@ def test_benchmark_writes_every_section(tiny_model_dir, data_dir, tmp_path):
     proc = subprocess.run(
         [sys.executable, "scripts/benchmark.py", "--model_name", tiny_model_dir, "--data_dir", str(data_dir),
          "--max_samples", "3", "--max_new_tokens", "4", "--latent_steps", "2", "--contexts", "16", "--reps", "2",
-         "--batch_sizes", "1", "2", "--out", str(out)],
+         "--batch_sizes", "1", "2", "--output_dir", str(out)],
         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "benchmark.json").read_text())
@@ -37,7 +37,7 @@ def test_benchmark_scripts_reject_bad_input_in_one_line(tmp_path):
     for script, args in [("scripts/benchmark.py", ["--task", "nope"]),
                          ("scripts/benchmark.py", ["--methods_from", str(tmp_path / "missing")]),
                          ("scripts/profile_forwards.py", ["--data_dir", str(tmp_path / "no-data")])]:
-        proc = subprocess.run([sys.executable, script, *args, *(["--out", str(tmp_path / "b")] if "bench" in script else [])],
+        proc = subprocess.run([sys.executable, script, *args, *(["--output_dir", str(tmp_path / "b")] if "bench" in script else [])],
                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, (script, proc.stderr[-2000:])
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"{Path(script).name}: error: ")

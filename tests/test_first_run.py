@@ -146,3 +146,17 @@ def test_help_and_argument_errors_need_no_torch(argv, code):
     assert "Traceback" not in proc.stderr
     if code:
         assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("run.py: error: ")
+
+
+def test_scripts_take_run_flags_from_the_shared_declaration():
+    """No script re-declares a flag of run.py under its own default or help: they add them through flags.add_flags
+    (calibrate.py's --latent_steps is a list of values to sweep, its own flag)."""
+    import re
+
+    from flags import FLAGS, VLLM_FLAGS
+
+    shared = set(FLAGS) | set(VLLM_FLAGS)
+    for script in sorted((ROOT / "scripts").glob("*.py")):
+        declared = set(re.findall(r"add_argument\(\s*\"--(\w+)\"", script.read_text()))
+        own = {"latent_steps"} if script.name == "calibrate.py" else set()
+        assert declared & shared <= own, (script.name, sorted(declared & shared - own))

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import Memory, ModelWrapper, ridge_realignment
+from memory import Memory
+from models import ModelWrapper, ridge_realignment
 from splice import split_user_turn
 
 

@@ -28,8 +28,6 @@ Differences from the reference loaders, on purpose:
 
 from __future__ import annotations
 
-from errors import DataError
-
 import csv
 import json
 import os
@@ -39,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from errors import DataError
 from utils import SCORERS, Score, extract_gold, format_number, parse_number, score_choice
 
 DATA_DIR_ENV = "LATENTMAS_DATA_DIR"

@@ -25,7 +25,8 @@ import torch
 from bridge import Bridge, fit_bridge, receive
 from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
-from models import Generation, Memory, ModelWrapper, join_memories
+from memory import Memory, join_memories
+from models import Generation, ModelWrapper
 from prompts import ANSWER_FORMATS, PromptBook
 from splice import split_user_turn
 from topology import StageOps, make_plan, walk

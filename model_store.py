@@ -18,8 +18,6 @@ needed, so resolving a local folder is instant.
 
 from __future__ import annotations
 
-from errors import ModelStoreError
-
 import hashlib
 import importlib.util
 import json
@@ -35,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from errors import ModelStoreError
 
 log = logging.getLogger(__name__)
 

@@ -13,56 +13,21 @@ Conventions (B = batch rows, T = new positions, L = positions already in memory,
 
 from __future__ import annotations
 
-from errors import ModelLoadError
-
 import copy
-import hashlib
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, GenerationConfig, LogitsProcessorList
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
+
+from errors import ModelLoadError
+from cpu_linear import use_few_rows_linear
+from memory import Memory, _make_cache, copy_memory, select_rows
+from sampling import pick_tokens
 
 # Tokenizers without a chat template get this plain, documented format (README: "Chat format").
 FALLBACK_ROLE_HEADERS = {"system": "System: ", "user": "User: ", "assistant": "Assistant: "}
-
-
-@dataclass
-class Memory:
-    """Latent working memory handed from agent to agent.
-
-    cache:    DynamicCache, per layer keys/values of shape [B, H_kv, L, D]
-    mask:     [B, L] long, 1 where the position is real, 0 for padding
-    next_pos: [B] long, the position id the next real token of each row takes
-    """
-
-    cache: DynamicCache
-    mask: torch.Tensor
-    next_pos: torch.Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return self.mask.shape[0]
-
-    @property
-    def length(self) -> int:
-        return self.mask.shape[1]
-
-    def row_lengths(self) -> torch.Tensor:
-        """[B] number of real positions per row."""
-        return self.mask.sum(dim=-1)
-
-    def nbytes(self) -> int:
-        """Bytes held by the keys and values (padding included, as it is allocated)."""
-        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in _layer_tensors(self.cache))
-
-    def usage(self) -> dict:
-        """KV accounting: allocated bytes, rows, allocated length and real positions per row."""
-        return {"bytes": self.nbytes(), "rows": self.batch_size, "length": self.length,
-                "row_positions": self.row_lengths().tolist()}
 
 
 @dataclass
@@ -105,78 +70,6 @@ def _load_errors(name_or_path: str):
         hub_log.setLevel(level)
 
 
-# ----------------------------------------------------------------------------------------------- cache operations
-
-def _layer_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = []
-    for layer in cache.layers:
-        if getattr(layer, "is_sliding", False):
-            # A sliding-window layer drops old positions by itself, so slicing or joining it along the sequence
-            # would silently misalign it with the mask.
-            raise NotImplementedError("latent memory needs full-attention KV layers; sliding-window caches are not supported")
-        out.append((layer.keys, layer.values))
-    return out
-
-
-def _make_cache(kv: Sequence[tuple[torch.Tensor, torch.Tensor]], config) -> DynamicCache:
-    """A DynamicCache holding these tensors themselves, not copies. Sharing is safe: a cache layer never writes into
-    its tensors, it replaces them (DynamicLayer.update concatenates into new ones), so extending one cache never
-    changes another that shares its tensors."""
-    cache = DynamicCache(config=config)
-    for layer, (key, value) in zip(cache.layers, kv):
-        layer.lazy_initialization(key, value)
-        layer.keys, layer.values = key, value
-    return cache
-
-
-def copy_memory(memory: Memory, config) -> Memory:
-    """A memory whose cache object can be extended without touching `memory`; the tensors are shared, not copied
-    (see _make_cache)."""
-    return Memory(_make_cache(_layer_tensors(memory.cache), config), memory.mask, memory.next_pos)
-
-
-def keep_last(memory: Memory, k: int, config) -> Memory | None:
-    """Keep only the last k positions of every row (the reference's latent_only / sequential_info_only ablations).
-
-    Kept keys keep the positions they were rotated with, and next_pos is unchanged, so relative distances between
-    the kept memory and what follows stay as they were. The kept positions are copied out, so the dropped ones are
-    freed (a view would keep the whole tensor alive).
-    """
-    if k <= 0:
-        return None
-    k = min(k, memory.length)
-    kv = [(key[:, :, -k:, :].clone(), value[:, :, -k:, :].clone()) for key, value in _layer_tensors(memory.cache)]
-    return Memory(_make_cache(kv, config), memory.mask[:, -k:], memory.next_pos)
-
-
-def select_rows(memory: Memory, rows: torch.Tensor | Sequence[int], config) -> Memory:
-    """The memory of a subset of rows, in the given order."""
-    rows = torch.as_tensor(rows, dtype=torch.long, device=memory.mask.device)
-    kv = [(key[rows.to(key.device)], value[rows.to(value.device)]) for key, value in _layer_tensors(memory.cache)]
-    return Memory(_make_cache(kv, config), memory.mask[rows], memory.next_pos[rows])
-
-
-def join_memories(memories: Sequence[Memory], config) -> Memory:
-    """Concatenate independent memories of the same rows along the sequence (the hierarchical judger's input).
-
-    Each memory keeps the position ids it was computed with (parallel context windows): the joined memory's next
-    position is the longest one's, so what follows sits after every specialist's thoughts, and no key is re-rotated.
-    """
-    if len(memories) == 1:
-        return memories[0]
-    sizes = {m.batch_size for m in memories}
-    if len(sizes) != 1:
-        raise ValueError(f"cannot join memories of different batch sizes {sorted(sizes)}")
-    per_memory = [_layer_tensors(m.cache) for m in memories]
-    kv = [
-        (torch.cat([layers[i][0] for layers in per_memory], dim=2), torch.cat([layers[i][1] for layers in per_memory], dim=2))
-        for i in range(len(per_memory[0]))
-    ]
-    mask = torch.cat([m.mask for m in memories], dim=1)
-    next_pos = torch.stack([m.next_pos for m in memories]).amax(dim=0)
-    return Memory(_make_cache(kv, config), mask, next_pos)
-
-
 # --------------------------------------------------------------------------------------------------- realignment
 
 def ridge_realignment(w_out_chunks, lam: float) -> torch.Tensor:
@@ -193,40 +86,6 @@ def ridge_realignment(w_out_chunks, lam: float) -> torch.Tensor:
         cross = c if cross is None else cross + c
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
     return torch.linalg.solve(gram + lam * eye, cross)
-
-
-# ------------------------------------------------------------------------------------------ CPU small batches
-
-class FewRowsLinear(torch.nn.Linear):
-    """nn.Linear that multiplies inputs of 2..MAX_ROWS rows (decode and latent steps of a small batch) as W @ x^T.
-
-    On CPU, MKL's fp32 GEMM for x [M, K] @ W^T with small M > 1 runs 2-3x slower than the same product taken as
-    W @ x^T (one Qwen2.5-Coder-0.5B decode step at batch 4, 2-core AVX2 machine: 493 ms -> 267 ms; at batch 1:
-    195 ms), which made batching useless on CPU. One row keeps F.linear (bit-identical unbatched runs) and so do
-    long segments (prefill), where F.linear is as fast or faster (measured up to 1024 rows)."""
-
-    MAX_ROWS = 64
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.shape[-1]
-        if not 1 < rows <= self.MAX_ROWS:
-            return super().forward(x)
-        y = torch.mm(self.weight, x.reshape(rows, x.shape[-1]).T).T.contiguous()  # [rows, out]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-
-def use_few_rows_linear(model: torch.nn.Module) -> int:
-    """Turn the fp32 CPU nn.Linear layers of `model` into FewRowsLinear (same weights, same results up to float
-    rounding). Returns how many layers changed."""
-    changed = 0
-    for module in model.modules():
-        if type(module) is torch.nn.Linear and module.weight.device.type == "cpu" \
-                and module.weight.dtype == torch.float32:
-            module.__class__ = FewRowsLinear
-            changed += 1
-    return changed
 
 
 # --------------------------------------------------------------------------------------------------------- model
@@ -716,52 +575,3 @@ def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = No
     return batch, mask
 
 
-SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
-                   "no_repeat_ngram_size")
-
-
-def sampling_values(config: GenerationConfig) -> dict:
-    """The result-changing values of a merged sampling configuration (recorded in summary.json)."""
-    return {k: getattr(config, k, None) for k in SAMPLING_FIELDS}
-
-
-def pick_tokens(scores: torch.Tensor, do_sample: bool,
-                generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
-    """[B, V] processed scores -> [B] token ids: argmax when greedy; else one draw per row, row r from
-    generators[r] (its own stream), or from torch's global generator when no streams are given."""
-    if not do_sample:
-        return scores.argmax(dim=-1)
-    probs = torch.softmax(scores, dim=-1)
-    if generators is None:
-        return torch.multinomial(probs, 1).squeeze(-1)
-    return torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(generators)])
-
-
-def stream_seed(seed: int, *key: object) -> int:
-    """A 63-bit seed for one random stream, from the run's seed and a key such as (item id, agent role): what an
-    item draws never depends on its batch, the rows around it, a resume, or the other methods in the process."""
-    digest = hashlib.sha256("\x1f".join(str(part) for part in (seed, *key)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def library_versions() -> dict[str, str | None]:
-    import transformers
-
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__,
-            "latentmas_commit": project_commit()}
-
-
-def project_commit() -> str | None:
-    """This checkout's git commit ("+dirty" with uncommitted changes), None outside a git checkout."""
-    import subprocess
-
-    git = ["git", "-C", str(Path(__file__).resolve().parent)]
-    try:
-        head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(git + ["status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

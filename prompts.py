@@ -7,11 +7,11 @@ line with `--system_prompt`.
 
 from __future__ import annotations
 
-from errors import PromptError
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from errors import PromptError
 
 ANSWER_FORMATS = {
     "number": "Reason step by step, then give the final answer as a number inside \\boxed{}, e.g. \\boxed{42}.",

@@ -12,8 +12,6 @@ that set them apart, so no ratio spans two settings. Exit code 2, with one line 
 
 from __future__ import annotations
 
-from errors import OneLineParser, ReportError, one_line_errors
-
 import csv
 import json
 import math
@@ -21,6 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from errors import OneLineParser, ReportError, one_line_errors
 from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
 
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}

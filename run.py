@@ -349,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from methods import METHODS, MethodSettings
     from methods.runner import read_predictions, run_method, summarize, write_json
-    from models import ModelWrapper, library_versions, sampling_values
+    from models import ModelWrapper
+    from provenance import library_versions
+    from sampling import sampling_values
     from peak_memory import memory_now, reset_peak
 
     torch.manual_seed(args.seed)

@@ -27,15 +27,13 @@ Only `VLLMEngine` imports vllm, and only when it is built.
 
 from __future__ import annotations
 
-from errors import VLLMUnavailable
-
 import importlib.util
 from typing import Sequence
 
 import torch
-
 from transformers import GenerationConfig
 
+from errors import VLLMUnavailable
 from models import Generation, ModelWrapper
 
 INSTALL_HINT = "--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)"

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import ModelWrapper, stream_seed
+from models import ModelWrapper
+from sampling import stream_seed
 from prompts import PromptBook
 from topology import make_plan
 

@@ -8,7 +8,7 @@ prompt embeddings. The KV estimator (`kv_plan`) walks the same plan over shapes.
 
 from __future__ import annotations
 
-from models import Memory, join_memories, keep_last, select_rows
+from memory import Memory, join_memories, keep_last, select_rows
 from splice import judger_embeds, rollout_segments
 from topology import EMPTY, KVShape, KVShapeOps, StageOps, walk
 

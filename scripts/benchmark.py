@@ -30,7 +30,9 @@ from data import get_task, load_task  # noqa: E402
 from methods import METHODS, MethodSettings  # noqa: E402
 from methods.latent_mas import KVOps  # noqa: E402
 from methods.runner import run_method, summarize  # noqa: E402
-from models import ModelWrapper, copy_memory, library_versions  # noqa: E402
+from memory import copy_memory  # noqa: E402
+from models import ModelWrapper  # noqa: E402
+from provenance import library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
 from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402

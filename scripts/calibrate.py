@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from methods import LatentMASMethod, MethodSettings
     from methods.runner import read_predictions, run_method, summarize, write_json
-    from models import ModelWrapper, library_versions
+    from models import ModelWrapper
+    from provenance import library_versions
 
     torch.manual_seed(args.seed)
     base = ModelWrapper.from_pretrained(args.model_name, device=args.device, dtype=args.dtype,

@@ -26,7 +26,8 @@ from data import load_task, score_prediction  # noqa: E402
 from errors import OneLineParser, one_line_errors  # noqa: E402
 from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 from latentmas import LatentMAS  # noqa: E402
-from models import ModelWrapper, library_versions  # noqa: E402
+from models import ModelWrapper  # noqa: E402
+from provenance import library_versions  # noqa: E402
 
 MODELS = {"qwen": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "smol": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
 
     from data import load_task
     from methods import METHODS, MethodSettings
-    from models import ModelWrapper, library_versions
+    from models import ModelWrapper
+    from provenance import library_versions
     from prompts import PromptBook
     from data import score_predictions
     from splice import embed_ids, token_ids

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from models import ModelWrapper, join_memories, keep_last, ridge_realignment, select_rows
+from memory import join_memories, keep_last, select_rows
+from models import ModelWrapper, ridge_realignment
 
 TOL = 1e-4
 PROMPTS = [
@@ -178,7 +179,7 @@ def test_generation_stops_at_eos_and_counts_it(make_tiny_wrapper, monkeypatch):
 def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows):
     """Greedy: rows that stop early leave the batch; every row's tokens equal its own unbatched decode (also with
     the CPU small-batch matmul that from_pretrained installs)."""
-    from models import use_few_rows_linear
+    from cpu_linear import use_few_rows_linear
 
     wrapper = make_tiny_wrapper(tie=False)  # untied: the random model's greedy rows differ from each other
     if few_rows:
@@ -196,7 +197,7 @@ def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows
 
 def test_sampling_honours_streams_and_top_p(make_tiny_wrapper):
     """pick_tokens draws row r from generators[r] alone; the TopP warper of a merged config keeps one token here."""
-    from models import pick_tokens
+    from sampling import pick_tokens
 
     wrapper = make_tiny_wrapper()
     logits = torch.tensor([[5.0, 4.9, -10.0, -10.0]] * 2)
@@ -214,7 +215,7 @@ def test_sampling_honours_streams_and_top_p(make_tiny_wrapper):
 @pytest.mark.parametrize("bias", [False, True])
 def test_few_rows_linear_matches_linear(bias):
     """FewRowsLinear gives nn.Linear's results for every row count and input rank; 1 row is bit-identical."""
-    from models import FewRowsLinear
+    from cpu_linear import FewRowsLinear
 
     torch.manual_seed(0)
     reference = torch.nn.Linear(48, 80, bias=bias)
@@ -231,7 +232,7 @@ def test_few_rows_linear_matches_linear(bias):
 
 
 def test_from_pretrained_installs_few_rows_linear_on_cpu_fp32_only(tiny_model_dir):
-    from models import FewRowsLinear
+    from cpu_linear import FewRowsLinear
 
     fp32 = ModelWrapper.from_pretrained(tiny_model_dir, device="cpu")
     linears = [m for m in fp32.model.modules() if isinstance(m, torch.nn.Linear)]
@@ -243,7 +244,7 @@ def test_from_pretrained_installs_few_rows_linear_on_cpu_fp32_only(tiny_model_di
 def test_memories_share_tensors_and_forwards_never_change_them(make_tiny_wrapper):
     """A forward's own copy of a memory shares its tensors (no copy of the KV bytes), and extending it, by a prompt,
     latent steps or decoding, leaves the memory that was passed in exactly as it was."""
-    from models import _layer_tensors, copy_memory
+    from memory import _layer_tensors, copy_memory
 
     wrapper = make_tiny_wrapper(tie=False)
     memory = wrapper.prefill(*wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS[:2]]))

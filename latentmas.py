@@ -396,7 +396,7 @@ class BridgedLatentMAS:
             method = self.methods[id(model)]
             texts = [text + method.prompt_suffix for text in texts]
             if final:
-                gen = method.generate(texts, method.streams(items, [role]), memory)
+                gen = method.generate(texts, method.streams(items, [role]), memory, roles=[role])
             else:
                 memory, kept = model.latent_rollout(*model.encode(texts), steps, memory, keep_hidden=True)
                 hidden = torch.stack(kept, dim=1) if kept else None

@@ -285,6 +285,7 @@ class ModelWrapper:
         *,
         thought_fn: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
         keep_hidden: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> tuple[Memory, list[torch.Tensor]]:
         """Prefill an agent's prompt [B, T] after `memory`, then think for `steps` latent steps.
 
@@ -304,6 +305,8 @@ class ModelWrapper:
             thought = thought_fn(last, step).to(self.model.dtype)[:, None, :]  # [B, 1, d]
             hidden, memory = self._forward_hidden(one, memory, inputs_embeds=thought)
             last = hidden[:, -1]
+            if on_step is not None:
+                on_step(step + 1, steps)
         return memory, kept
 
     # ------------------------------------------------------------------------------------------------ realign
@@ -445,15 +448,17 @@ class ModelWrapper:
         max_new_tokens: int = 256,
         sampling: GenerationConfig | None = None,
         streams: Sequence[int] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> Generation:
         """Decode a left-padded batch [B, T], optionally continuing from `memory` (the judger's case).
 
         sampling: a sampling_config(...) (None: greedy). streams: one seed per row (stream_seed(seed, item id, agent));
         row r draws only from its own generator, so its tokens do not depend on the rows around it. A row stops at its
         first EOS (counted) or at max_new_tokens; after that it leaves the batch and never influences the others.
+        on_step(tokens so far, max_new_tokens), if given, after every decode step (progress).
         """
         return self._decode(mask, self._own(memory), {"input_ids": input_ids}, max_new_tokens=max_new_tokens,
-                            sampling=sampling, streams=streams)
+                            sampling=sampling, streams=streams, on_step=on_step)
 
     @torch.no_grad()
     def generate_embeds(
@@ -463,6 +468,7 @@ class ModelWrapper:
         max_new_tokens: int = 256,
         sampling: GenerationConfig | None = None,
         streams: Sequence[int] | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> Generation:
         """Decode from prompts given as input embeddings, one [T_i, d] tensor per row (each its own length).
 
@@ -477,10 +483,11 @@ class ModelWrapper:
             raise ValueError(f"generate_embeds needs one [T, {d}] tensor per row, got {[list(e.shape) for e in embeds]}")
         batch, mask = pad_embeds(embeds, dtype=self.model.dtype, device=self.device)
         return self._decode(mask, None, {"inputs_embeds": batch}, max_new_tokens=max_new_tokens, sampling=sampling,
-                            streams=streams)
+                            streams=streams, on_step=on_step)
 
     def _decode(self, mask: torch.Tensor, memory: Memory | None, first: dict, *, max_new_tokens: int,
-                sampling: GenerationConfig | None, streams: Sequence[int] | None) -> Generation:
+                sampling: GenerationConfig | None, streams: Sequence[int] | None,
+                on_step: Callable[[int, int], None] | None = None) -> Generation:
         """The decode loop of `generate` and `generate_embeds`: `first` holds the first forward's input_ids or
         inputs_embeds (left-padded, [B, T] or [B, T, d]); `memory` is already the loop's own copy (or None).
 
@@ -521,6 +528,8 @@ class ModelWrapper:
             token = pick_tokens(scores, config.do_sample, rows_generators).to(device)
             generated[live, step] = token
             steps = step + 1
+            if on_step is not None:
+                on_step(steps, max_new_tokens)
             if step == max_new_tokens - 1:
                 break
             seen = torch.cat([seen, token[:, None].to(seen.device)], dim=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 
@@ -82,6 +83,7 @@ class Method:
         self.plan = make_plan(settings.topology, settings.hierarchy, latent_only=settings.latent_only,
                               sequential_info_only=settings.sequential_info_only)
         self.kv_peak: dict | None = None        # Memory.usage() of the largest KV cache of the current batch
+        self.progress: Callable[[str], None] | None = None  # run_method shows it beside the bar: agent, steps, time
 
     # --------------------------------------------------------------------------------------- KV accounting
 
@@ -140,10 +142,27 @@ class Method:
         return [stream_seed(self.settings.seed, item.get("id", item["question"]), role)
                 for role in roles for item in items]
 
-    def generate(self, prompts: list[str], streams: list[int] | None, memory=None):
-        """Decode rendered prompts (rows matching `streams`), after `memory` when given."""
+    def report(self, roles: Sequence[str], work: str) -> Callable[[int, int], None] | None:
+        """Announce an agent's work on the progress line; returns the on_step(done, total) callback of its rollout
+        or decode, which adds how far it is and an estimate of the time it has left (at most twice a second)."""
+        if self.progress is None:
+            return None
+        name, start, shown = "+".join(roles), time.perf_counter(), [0.0]
+        self.progress(f"{name}: {work}")
+
+        def on_step(done: int, total: int) -> None:
+            now = time.perf_counter()
+            if now - shown[0] >= 0.5 or done == total:
+                shown[0] = now
+                left = (now - start) / done * (total - done)
+                self.progress(f"{name}: {work} {done}/{total}, ~{left:.0f}s left at most")
+        return on_step
+
+    def generate(self, prompts: list[str], streams: list[int] | None, memory=None, roles: Sequence[str] = ()):
+        """Decode rendered prompts (rows matching `streams`) of the agents `roles`, after `memory` when given."""
         s = self.settings
         if self.engine is not None and memory is None:
+            self.report(roles, "decoding on the engine")
             # Same settings and the same Generation (token counts up to and including EOS) from the engine.
             gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
                                              streams=streams)
@@ -151,7 +170,7 @@ class Method:
             return gen
         ids, mask = self.model.encode(prompts)
         gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                  streams=streams)
+                                  streams=streams, on_step=self.report(roles, "tokens"))
         self.track_kv(gen.kv)
         return gen
 

@@ -12,7 +12,7 @@ class BaselineMethod(Method):
         prompts = self.render("single", items, answer_kind)
         seconds: list[float] = []
         with timed(len(items), seconds):
-            gen = self.generate(prompts, self.streams(items, ["single"]))
+            gen = self.generate(prompts, self.streams(items, ["single"]), roles=["single"])
         return [
             ItemOutput(text, [AgentTrace("Solver", "single", prompt, text, n, 0, seconds[0])])
             for prompt, text, n in zip(prompts, gen.texts, gen.num_tokens)

@@ -65,7 +65,7 @@ class LatentMASMethod(Method):
         if self.engine is None:
             prompts = self.render(final, items, answer_kind, latent=read is not None)
             with timed(n, seconds):
-                gen = self.generate(prompts, self.streams(items, [final]), read)
+                gen = self.generate(prompts, self.streams(items, [final]), read, roles=[final])
         else:
             gen, prompts = self.decode_from_embeds(items, answer_kind, None if read is None else read[1], seconds)
         for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
@@ -93,7 +93,8 @@ class LatentMASMethod(Method):
             ids, mask = self.model.encode(prompts)
             if memory is not None and len(roles) > 1:  # each agent of the stage reads the same memory
                 memory = select_rows(memory, [i for _ in roles for i in range(n)], self.model.config)
-            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=decode > 0 or splice)
+            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=decode > 0 or splice,
+                                                       on_step=self.report(roles, "latent steps"))
             self.track_kv(memory.usage())
             parts = [memory] if len(roles) == 1 else [select_rows(memory, range(k * n, (k + 1) * n), self.model.config)
                                                       for k in range(len(roles))]
@@ -119,6 +120,7 @@ class LatentMASMethod(Method):
         messages = [self.prompts.messages(final, item["question"], answer_kind, None, segments is not None)
                     for item in items]
         prompts = [self.model.render_chat(m) + self.prompt_suffix for m in messages]
+        self.report([final], "decoding from embeddings on the engine")
         with timed(n, seconds):
             embeds = [judger_embeds(self.model, m, segs, self.prompt_suffix)
                       for m, segs in zip(messages, segments or [[]] * n)]

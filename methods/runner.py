@@ -125,6 +125,9 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
     new: list[dict] = []
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True)
     correct_before = 0
+    # Inside a batch: which agent works and how far it is, beside the running accuracy.
+    accuracy = ""
+    method.progress = lambda text: bar.set_postfix_str(", ".join(filter(None, [accuracy, text])))
     with predictions_path.open("a", encoding="utf-8") as f:
         for start in range(0, len(todo), batch_size):
             indices = todo[start:start + batch_size]
@@ -146,8 +149,10 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
             f.flush()
             os.fsync(f.fileno())
             correct_before += sum(score.correct for score in scores)
+            accuracy = f"acc={correct_before / max(len(new), 1):.3f}"
             bar.update(len(indices))
-            bar.set_postfix(acc=f"{correct_before / max(len(new), 1):.3f}")
+            bar.set_postfix_str(accuracy)
+    method.progress = None
     bar.close()
     return new
 

@@ -59,7 +59,7 @@ class TextMASMethod(Method):
         prompts = [p for role in roles for p in self.render(role, items, answer_kind, contexts)]
         seconds: list[float] = []
         with timed(n, seconds):
-            gen = self.generate(prompts, self.streams(items, list(roles)))
+            gen = self.generate(prompts, self.streams(items, list(roles)), roles=roles)
         parts = []
         for k, role in enumerate(roles):
             rows = range(k * n, (k + 1) * n)

@@ -2,6 +2,7 @@
 and replaying a run from its summary.json. run.py's main runs in this process (no interpreter start per run)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,30 @@ def test_scripts_take_run_flags_from_the_shared_declaration():
         declared = set(re.findall(r"add_argument\(\s*\"--(\w+)\"", script.read_text()))
         own = {"latent_steps"} if script.name == "calibrate.py" else set()
         assert declared & shared <= own, (script.name, sorted(declared & shared - own))
+
+
+@pytest.mark.parametrize("name,topology,hierarchy,agents", [
+    ("baseline", "sequential", "chain", ["single"]),
+    ("text_mas", "sequential", "chain", ["planner", "critic", "refiner", "judger"]),
+    ("latent_mas", "sequential", "chain", ["planner", "critic", "refiner", "judger"]),
+    ("latent_mas", "hierarchical", "parallel", ["math+science+code", "summarizer"])])
+def test_progress_moves_inside_a_batch_for_every_agent(make_tiny_wrapper, name, topology, hierarchy, agents):
+    """Inside one batch the progress line names each agent in turn and counts its steps up to the budget."""
+    from methods import METHODS, MethodSettings
+    from prompts import PromptBook
+
+    settings = MethodSettings(max_new_tokens=3, temperature=0.0, latent_steps=2, topology=topology,
+                              hierarchy=hierarchy)
+    method = METHODS[name](make_tiny_wrapper(), settings, PromptBook.load())
+    lines = []
+    method.progress = lines.append
+    method.run_batch([{"question": "What is 2 + 3?"}, {"question": "Name a prime number."}], "number")
+    announced = [line.split(":")[0] for line in lines if line.endswith(("latent steps", "tokens"))]
+    assert announced == agents
+    for agent in agents:  # each agent's steps are counted: latent steps up to m, tokens up to where decoding ended
+        counts = [tuple(map(int, m.groups())) for line in lines
+                  if (m := re.match(rf"{re.escape(agent)}: (?:latent steps|tokens) (\d+)/(\d+), ~\d+s left", line))]
+        assert counts and counts[-1][0] >= 1 and counts[-1][1] == (3 if agent in ("single", "judger", "summarizer")
+                                                                   or name == "text_mas" else 2), (agent, lines)
+        if name == "latent_mas" and agent not in ("judger", "summarizer"):
+            assert counts[-1] == (2, 2)

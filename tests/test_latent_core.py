@@ -179,14 +179,16 @@ def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows
     the CPU small-batch matmul that from_pretrained installs)."""
     from models import use_few_rows_linear
 
-    wrapper = make_tiny_wrapper(tie=False)  # untied: the random model's greedy rows differ from each other
+    wrapper = make_tiny_wrapper()
     if few_rows:
         assert use_few_rows_linear(wrapper.model) == 2 * 7 + 1  # 7 projections per layer + the LM head
     eos = wrapper.eos_token_ids[0]
     prompts = [chat(wrapper, "judger", q) for q in PROMPTS]
     alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
-    # Make two rows stop early: EOS becomes the argmax once a row has emitted its 2nd / 5th token.
-    wrapper.eos_token_ids = sorted({eos, alone[0][1], alone[2][4]})
+    # Make two rows stop early: a token that row 0 emits from its 2nd token on, and row 2 from its 5th, becomes an
+    # EOS; neither appears in row 1, which runs to the budget.
+    stop = lambda row, start: next(t for t in row[start:] if t not in alone[1])
+    wrapper.eos_token_ids = sorted({eos, stop(alone[0], 1), stop(alone[2], 4)})
     alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8, temperature=0).token_ids[0] for p in prompts]
     batched = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=8, temperature=0)
     assert batched.token_ids == alone

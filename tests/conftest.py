@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random Qwen3 with the real Qwen3 tokenizer, and the offline data folder."""
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(TESTS))  # the test helpers: tiny_model, output_guard, faults
 
+import faults  # noqa: E402
 import output_guard  # noqa: E402
 import tiny_model  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,6 +24,47 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than ~20 s (deselect with -m 'not slow')")
     config.addinivalue_line("markers", "unguarded_outputs(reason): the output guard does not check this test")
+
+
+# Fault injection (tests/faults.py, run by tests/test_faults.py): a JSON object {node id: fault name}; each listed
+# test runs with its fault applied, and every test's outcome is appended to LATENTMAS_FAULT_REPORT.
+FAULT_PLAN = json.loads(Path(os.environ["LATENTMAS_FAULT_PLAN"]).read_text()) if "LATENTMAS_FAULT_PLAN" in os.environ else {}
+
+
+@pytest.fixture(autouse=True)
+def injected_fault(request):
+    """Under a fault plan, apply this test's fault in this process and, through LATENTMAS_FAULT_NOW and
+    tests/fault_site/sitecustomize.py, in every Python the test starts."""
+    name = FAULT_PLAN.get(request.node.nodeid)
+    if name is None:
+        yield None
+        return
+    now = Path(os.environ["LATENTMAS_FAULT_NOW"])
+    with pytest.MonkeyPatch.context() as patch:
+        faults.apply(name, patch)
+        now.write_text(name)
+        try:
+            yield name
+        finally:
+            now.write_text("")
+
+
+def pytest_runtest_logreport(report):
+    if "LATENTMAS_FAULT_REPORT" not in os.environ:
+        return
+    lines = report.longreprtext.splitlines() if report.failed else []
+    why = next((l for l in lines if l.startswith(("E ", "output guard"))), lines[-1] if lines else "")
+    with open(os.environ["LATENTMAS_FAULT_REPORT"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+                            "why": why.strip()[:200]}) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault table of tests/test_faults.py, when it ran."""
+    if faults.TABLE:
+        terminalreporter.write_sep("=", "fault injection")
+        for line in faults.TABLE:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

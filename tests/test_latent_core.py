@@ -32,11 +32,11 @@ def rollout_agents(wrapper, questions, steps, roles=("planner", "critic", "refin
 def test_batch_invariance_three_agents_and_judger(make_tiny_wrapper, realign):
     wrapper = make_tiny_wrapper(latent_space_realign=realign)
     batched, memory = rollout_agents(wrapper, PROMPTS, steps=4)
-    assert memory.row_lengths().tolist() != [memory.length] * len(PROMPTS), "prompts must differ in length"
     assert torch.isfinite(batched).all()
     for i, question in enumerate(PROMPTS):
         alone, _ = rollout_agents(wrapper, [question], steps=4)
         assert (batched[i] - alone[0]).abs().max().item() <= TOL
+    assert memory.row_lengths().tolist() != [memory.length] * len(PROMPTS), "the memory must hold pads"
 
 
 def test_handoff_equals_plain_forward_over_concatenated_text(make_tiny_wrapper):
@@ -67,6 +67,22 @@ def test_handoff_equals_plain_forward_over_concatenated_text(make_tiny_wrapper):
         for layer_ours, layer_plain in zip(final_memory.cache.layers, out.past_key_values.layers):
             assert (layer_ours.keys[row][:, real] - layer_plain.keys[0]).abs().max().item() <= TOL
             assert (layer_ours.values[row][:, real] - layer_plain.values[0]).abs().max().item() <= TOL
+
+
+def test_latent_thoughts_come_from_the_state_the_lm_head_reads(make_tiny_wrapper):
+    """A latent step is fed realign(h) with h the last layer's output after the final norm: the state the LM head
+    turns into next-token logits, not the one before the norm (the tiny model's norm weights are not all ones, so
+    the two differ in direction, not only in length)."""
+    wrapper = make_tiny_wrapper(latent_space_realign=True)
+    ids, mask = wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS])
+    memory, hidden = wrapper.latent_rollout(ids, mask, 2, keep_hidden=True)
+    logits, after_prompt = wrapper.next_token_logits(ids, mask)
+    head = wrapper.model.get_output_embeddings()
+    assert (head(hidden[0]).float() - logits).abs().max().item() <= TOL
+    # The second state read is the one after the first thought, realign(hidden[0]), was fed.
+    fed = wrapper.realign(hidden[0])[:, None, :]
+    logits, _ = wrapper._forward_logits(torch.ones_like(mask[:, :1]), wrapper._own(after_prompt), inputs_embeds=fed)
+    assert (head(hidden[1]).float() - logits).abs().max().item() <= TOL
 
 
 def test_zero_latent_steps_keeps_the_prompt_memory(make_tiny_wrapper):

@@ -70,6 +70,7 @@ def table_lines(results: list[tuple[faults.Fault, str, str, str]]) -> list[str]:
 
 
 @pytest.mark.skipif("LATENTMAS_FAULT_PLAN" in os.environ, reason="inside a fault-injection run")
+@pytest.mark.unguarded_outputs("its tmp_path holds the outputs of runs with faults in them, on purpose")
 def test_every_fault_is_caught(tmp_path):
     outcomes: dict[tuple[str, str], tuple[str, str]] = {}
     for k, plan in enumerate(rounds(faults.FAULTS)):

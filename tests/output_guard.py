@@ -12,7 +12,8 @@ the test ends, the guard fails it if
 - a predictions.jsonl holds an agent output that is empty or whitespace only, or one method's final texts are
   the same for two or more different questions.
 
-A test whose outputs are meant to be degenerate (none so far) says so with @pytest.mark.unguarded_outputs(reason).
+A test whose outputs are meant to be degenerate says so with @pytest.mark.unguarded_outputs(reason) (one does:
+tests/test_faults.py, whose tmp_path holds the outputs of runs with faults in them).
 Tests compare token ids where texts could agree by accident: `DecodeLog.capture()` collects the decodes of a block.
 """
 

@@ -15,6 +15,7 @@ from latentmas import LatentMAS, resolve_backend
 from methods import MethodSettings
 from methods.latent_mas import LatentMASMethod
 from models import ModelWrapper
+from output_guard import rows
 from prompts import PromptBook
 
 QUESTIONS = ["What is 2 + 3?", "Tom has 7 apples and eats two of them. How many are left?"]
@@ -23,15 +24,19 @@ QWEN, SMOL = "Qwen/Qwen2.5-Coder-0.5B-Instruct", "HuggingFaceTB/SmolLM2-135M-Ins
 
 @pytest.fixture
 def make_narrow(qwen3_tokenizer):
-    """A tiny random Qwen3 of a chosen width (a 'different model' sharing the tokenizer)."""
+    """A tiny random Qwen3 of a chosen width (a 'different model' sharing the tokenizer), untied and varied like
+    make_tiny_wrapper's so that its greedy outputs depend on the prompt."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    import tiny_model
 
     def make(hidden: int = 32, seed: int = 1) -> ModelWrapper:
         torch.manual_seed(seed)
         config = Qwen3Config(vocab_size=151936, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+                             num_attention_heads=2, num_key_value_heads=1, head_dim=16, tie_word_embeddings=False,
                              eos_token_id=qwen3_tokenizer.convert_tokens_to_ids("<|im_end|>"))
-        return ModelWrapper(Qwen3ForCausalLM(config).float().eval(), qwen3_tokenizer, name=f"tiny-{hidden}")
+        model = tiny_model.vary(Qwen3ForCausalLM(config).float().eval())
+        return ModelWrapper(model, qwen3_tokenizer, name=f"tiny-{hidden}")
 
     return make
 
@@ -51,24 +56,29 @@ def cli_final_texts(model: str, data_dir, out: Path, n: int, steps: int, tokens:
 
 # ------------------------------------------------------------------------------------------ same model = CLI
 
-def test_same_model_api_equals_cli(tiny_model_dir, data_dir, tmp_path):
-    questions, cli = cli_final_texts(tiny_model_dir, data_dir, tmp_path / "cli", n=2, steps=2, tokens=6)
+def test_same_model_api_equals_cli(tiny_model_dir, data_dir, tmp_path, decode_log):
+    with decode_log.capture() as cli_decodes:
+        questions, cli = cli_final_texts(tiny_model_dir, data_dir, tmp_path / "cli", n=2, steps=2, tokens=6)
     mas = LatentMAS(agents=[tiny_model_dir] * 4, latent_steps=2)
     assert len(mas.models) == 1 and mas.roles == ["planner", "critic", "refiner", "judger"]
-    result = mas.generate(questions, max_new_tokens=6, temperature=0)
-    assert result.texts == cli
+    with decode_log.capture() as api_decodes:
+        result = mas.generate(questions, max_new_tokens=6, temperature=0)
+    assert rows(api_decodes) == rows(cli_decodes) and result.texts == cli
     assert [a.role for a in result.agents[0]] == mas.roles
     assert result.output_tokens == [t[-1].output_tokens for t in result.agents] and result.seconds > 0
 
 
-def test_same_model_hierarchical_equals_method(make_tiny_wrapper):
+def test_same_model_hierarchical_equals_method(make_tiny_wrapper, decode_log):
     wrapper = make_tiny_wrapper()
     settings = MethodSettings(topology="hierarchical", max_new_tokens=4, temperature=0.0, latent_steps=2)
-    reference = LatentMASMethod(wrapper, settings, PromptBook.load()).run_batch([{"question": q} for q in QUESTIONS], "number")
+    with decode_log.capture() as method_decodes:
+        reference = LatentMASMethod(wrapper, settings, PromptBook.load()).run_batch([{"question": q} for q in QUESTIONS],
+                                                                                    "number")
     mas = LatentMAS(agents=[wrapper] * 4, topology="hierarchical", latent_steps=2,
                     hierarchy_config={"specialists": [0, 1, 2], "aggregator": 3, "aggregation": "concat"})
-    result = mas.generate(QUESTIONS, max_new_tokens=4, temperature=0)
-    assert result.texts == [o.final_text for o in reference]
+    with decode_log.capture() as api_decodes:
+        result = mas.generate(QUESTIONS, max_new_tokens=4, temperature=0)
+    assert rows(api_decodes) == rows(method_decodes) and result.texts == [o.final_text for o in reference]
     assert [a.role for a in result.agents[1]] == ["math", "science", "code", "summarizer"]
 
 
@@ -153,7 +163,7 @@ def test_bridge_recovers_an_exact_linear_relation(make_tiny_wrapper, make_narrow
 
 
 @pytest.mark.parametrize("topology", ["sequential", "hierarchical"])
-def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, topology):
+def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, decode_log, topology):
     a, b = make_tiny_wrapper(), make_narrow(hidden=32)
     agents = [a, a, b] if topology == "sequential" else [a, b, a]
     mas = LatentMAS(agents, topology=topology, latent_steps=2, hierarchy="parallel")
@@ -161,7 +171,8 @@ def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, topol
     original = a.generate if topology == "hierarchical" else b.generate
     monkeypatch.setattr(original.__self__, "generate",
                         lambda ids, mask, memory=None, **kw: seen.append((ids, memory)) or original(ids, mask, memory, **kw))
-    result = mas.generate(QUESTIONS, max_new_tokens=3, temperature=0)
+    with decode_log.capture() as batched:
+        result = mas.generate(QUESTIONS, max_new_tokens=3, temperature=0)
     traces = result.agents[0]
     final = traces[-1]
     assert "[4 bridged latent vectors]" in final.input if topology == "sequential" else "[2 bridged" in final.input
@@ -176,7 +187,9 @@ def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, topol
         expected += a.encode([traces[0].input])[1].shape[1] + 2
     assert int(memory.row_lengths()[0]) == expected
     if topology == "sequential":  # batch invariance across the bridge
-        assert [mas.generate(q, max_new_tokens=3, temperature=0).text for q in QUESTIONS] == result.texts
+        with decode_log.capture() as alone:
+            texts = [mas.generate(q, max_new_tokens=3, temperature=0).text for q in QUESTIONS]
+        assert rows(alone) == rows(batched) and texts == result.texts
 
 
 # ------------------------------------------------------------------------------------------------ real models
@@ -203,23 +216,30 @@ def test_readme_examples_and_real_bridge():
     assert result.text and len(result.agents[0]) == 4
 
 
-def test_vllm_backend_decodes_the_final_agent_through_the_engine(make_tiny_wrapper, monkeypatch):
+def test_vllm_backend_decodes_the_final_agent_through_the_engine(make_tiny_wrapper, monkeypatch, decode_log):
     """backend='vllm' is the CLI's --use_vllm path: HF rollouts, the final agent decoded by the engine from prompt
-    embeddings. The engine here is vLLM's HF twin (no GPU), so the text also equals the HF backend's."""
+    embeddings. The engine here is vLLM's HF twin (no GPU), so the tokens equal the CLI method's on its engine path
+    (LatentMASMethod.run_batch_embeds). They are not the HF backend's: the engine re-prefills the memory from
+    embeddings at other positions (README, vLLM); on the tied tiny model, whose outputs were constant, this test
+    used to assert that they were."""
     import latentmas
     import vllm_backend
 
     model = make_tiny_wrapper()
-    hf = LatentMAS([model] * 4, latent_steps=2, backend="hf").generate(QUESTIONS, max_new_tokens=6, temperature=0)
+    settings = MethodSettings(max_new_tokens=6, temperature=0.0, latent_steps=2)
+    with decode_log.capture() as method_decodes:
+        engine_path = LatentMASMethod(model, settings, PromptBook.load(), engine=vllm_backend.HFEngine(model)) \
+            .run_batch([{"question": q} for q in QUESTIONS], "number")
     monkeypatch.setattr(latentmas, "resolve_backend", lambda backend: "vllm")
     made = []
     monkeypatch.setattr(vllm_backend, "VLLMEngine", lambda path, tok, eos, **kw: made.append(kw) or
                         vllm_backend.HFEngine(model))
     mas = LatentMAS([model] * 4, latent_steps=2, backend="vllm", vllm_kwargs={"gpu_memory_utilization": 0.5})
-    result = mas.generate(QUESTIONS, max_new_tokens=6, temperature=0)
+    with decode_log.capture() as api_decodes:
+        result = mas.generate(QUESTIONS, max_new_tokens=6, temperature=0)
     assert result.backend == "vllm" and made == [{"enable_prompt_embeds": True, "dtype": "float32",
                                                   "gpu_memory_utilization": 0.5}]
     assert [c[0] for c in mas._engine.calls] == ["embeds"]
-    assert result.texts == hf.texts
+    assert rows(api_decodes) == rows(method_decodes) and result.texts == [o.final_text for o in engine_path]
     with pytest.raises(ValueError, match="one model"):
         LatentMAS([model, make_tiny_wrapper()], backend="vllm")

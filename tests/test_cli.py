@@ -58,7 +58,9 @@ def test_batch_size_does_not_change_greedy_outputs(tiny_model_dir, data_dir, tmp
     for bs in (1, 4):
         out = tmp_path / f"bs{bs}"
         run_cli("--method", "latent_mas", "--latent_steps", 3, "--prompt", prompt, *common(tiny_model_dir, data_dir, out, 4, bs))
-        outs[bs] = [r["final_text"] for r in sorted(lines(out), key=lambda r: r["index"])]
+        # predictions.jsonl keeps no token ids: the texts and each agent's token counts are the strongest record.
+        outs[bs] = [(r["final_text"], [a["output_tokens"] for a in r["agents"]])
+                    for r in sorted(lines(out), key=lambda r: r["index"])]
     assert outs[1] == outs[4]
 
 

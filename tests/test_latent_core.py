@@ -33,11 +33,11 @@ def rollout_agents(wrapper, questions, steps, roles=("planner", "critic", "refin
 def test_batch_invariance_three_agents_and_judger(make_tiny_wrapper, realign):
     wrapper = make_tiny_wrapper(latent_space_realign=realign)
     batched, memory = rollout_agents(wrapper, PROMPTS, steps=4)
-    assert memory.row_lengths().tolist() != [memory.length] * len(PROMPTS), "prompts must differ in length"
     assert torch.isfinite(batched).all()
     for i, question in enumerate(PROMPTS):
         alone, _ = rollout_agents(wrapper, [question], steps=4)
         assert (batched[i] - alone[0]).abs().max().item() <= TOL
+    assert memory.row_lengths().tolist() != [memory.length] * len(PROMPTS), "the memory must hold pads"
 
 
 def test_handoff_equals_plain_forward_over_concatenated_text(make_tiny_wrapper):
@@ -68,6 +68,22 @@ def test_handoff_equals_plain_forward_over_concatenated_text(make_tiny_wrapper):
         for layer_ours, layer_plain in zip(final_memory.cache.layers, out.past_key_values.layers):
             assert (layer_ours.keys[row][:, real] - layer_plain.keys[0]).abs().max().item() <= TOL
             assert (layer_ours.values[row][:, real] - layer_plain.values[0]).abs().max().item() <= TOL
+
+
+def test_latent_thoughts_come_from_the_state_the_lm_head_reads(make_tiny_wrapper):
+    """A latent step is fed realign(h) with h the last layer's output after the final norm: the state the LM head
+    turns into next-token logits, not the one before the norm (the tiny model's norm weights are not all ones, so
+    the two differ in direction, not only in length)."""
+    wrapper = make_tiny_wrapper(latent_space_realign=True)
+    ids, mask = wrapper.encode([chat(wrapper, "planner", q) for q in PROMPTS])
+    memory, hidden = wrapper.latent_rollout(ids, mask, 2, keep_hidden=True)
+    logits, after_prompt = wrapper.next_token_logits(ids, mask)
+    head = wrapper.model.get_output_embeddings()
+    assert (head(hidden[0]).float() - logits).abs().max().item() <= TOL
+    # The second state read is the one after the first thought, realign(hidden[0]), was fed.
+    fed = wrapper.realign(hidden[0])[:, None, :]
+    logits, _ = wrapper._forward_logits(torch.ones_like(mask[:, :1]), wrapper._own(after_prompt), inputs_embeds=fed)
+    assert (head(hidden[1]).float() - logits).abs().max().item() <= TOL
 
 
 def test_zero_latent_steps_keeps_the_prompt_memory(make_tiny_wrapper):
@@ -181,14 +197,16 @@ def test_shrinking_batch_decodes_like_each_row_alone(make_tiny_wrapper, few_rows
     the CPU small-batch matmul that from_pretrained installs)."""
     from cpu_linear import use_few_rows_linear
 
-    wrapper = make_tiny_wrapper(tie=False)  # untied: the random model's greedy rows differ from each other
+    wrapper = make_tiny_wrapper()
     if few_rows:
         assert use_few_rows_linear(wrapper.model) == 2 * 7 + 1  # 7 projections per layer + the LM head
     eos = wrapper.eos_token_ids[0]
     prompts = [chat(wrapper, "judger", q) for q in PROMPTS]
     alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8).token_ids[0] for p in prompts]
-    # Make two rows stop early: EOS becomes the argmax once a row has emitted its 2nd / 5th token.
-    wrapper.eos_token_ids = sorted({eos, alone[0][1], alone[2][4]})
+    # Make two rows stop early: a token that row 0 emits from its 2nd token on, and row 2 from its 5th, becomes an
+    # EOS; neither appears in row 1, which runs to the budget.
+    stop = lambda row, start: next(t for t in row[start:] if t not in alone[1])
+    wrapper.eos_token_ids = sorted({eos, stop(alone[0], 1), stop(alone[2], 4)})
     alone = [wrapper.generate(*wrapper.encode([p]), max_new_tokens=8).token_ids[0] for p in prompts]
     batched = wrapper.generate(*wrapper.encode(prompts), max_new_tokens=8)
     assert batched.token_ids == alone

@@ -1,6 +1,7 @@
 """Methods and topologies on the tiny random Qwen3: independence, memory hand-off and ablations."""
 
 import pytest
+import torch
 
 from methods import METHODS, MethodSettings
 from prompts import PromptBook
@@ -34,6 +35,32 @@ def test_hierarchical_specialists_are_independent(make_tiny_wrapper):
     # Different specialists really hold different thoughts.
     assert real_kv(together[0], 0)[0].shape != real_kv(together[1], 0)[0].shape or \
         (real_kv(together[0], 0)[0] - real_kv(together[1], 0)[0]).abs().max() > 1e-3
+
+
+def capture_judger_memory(wrapper, monkeypatch) -> list:
+    """The memories passed to wrapper.generate (the judger's), in call order."""
+    seen = []
+    original = wrapper.generate
+    monkeypatch.setattr(wrapper, "generate", lambda ids, mask, memory=None, **kw: seen.append(memory) or original(ids, mask, memory, **kw))
+    return seen
+
+
+def test_latent_hierarchical_specialists_start_from_the_question_alone(make_tiny_wrapper, monkeypatch):
+    """run_batch hands the summarizer, for every item, each specialist's thoughts as that specialist has them
+    alone: its own prompt, nothing of the other specialists, nothing of the other items (keys and values)."""
+    wrapper = make_tiny_wrapper()
+    method = make("latent_mas", wrapper, topology="hierarchical", hierarchy="parallel", latent_steps=2)
+    seen = capture_judger_memory(wrapper, monkeypatch)
+    outs = method.run_batch(ITEMS, "number")
+    memory, = seen
+    for row, out in enumerate(outs):
+        specialists = out.agents[:3]
+        assert [a.role for a in specialists] == ["math", "science", "code"]
+        alone = [wrapper.latent_rollout(*wrapper.encode([a.input]), 2)[0] for a in specialists]
+        for layer in range(len(memory.cache.layers)):
+            for ours, parts in zip(real_kv(memory, row, layer), zip(*(real_kv(m, 0, layer) for m in alone))):
+                ref = torch.cat(parts, dim=1)
+                assert ours.shape == ref.shape and (ours - ref).abs().max().item() <= 1e-4
 
 
 def test_hierarchical_judger_sees_all_three_memories(make_tiny_wrapper, monkeypatch):

@@ -18,6 +18,7 @@ from splice import Segment, embed_ids, judger_embeds, split_user_turn, token_ids
 from methods import METHODS, MethodSettings
 from methods.runner import run_method
 from models import Generation, ModelWrapper
+from output_guard import rows
 from prompts import PromptBook
 from vllm_backend import INSTALL_HINT, HFEngine, VLLMEngine, VLLMUnavailable
 
@@ -124,13 +125,14 @@ def token_thoughts(wrapper):
 
 
 @pytest.mark.parametrize("topology", ["sequential", "hierarchical"])
-def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, topology):
+def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, decode_log, topology):
     wrapper = make_tiny_wrapper()
     token_thoughts(wrapper)
     steps = 2
     engine = HFEngine(wrapper)
     method = engine_method(wrapper, engine, topology=topology, latent_steps=steps, max_new_tokens=4)
-    outputs = method.run_batch(ITEMS, "number")
+    with decode_log.capture() as engine_decodes:
+        outputs = method.run_batch(ITEMS, "number")
     (kind, embeds), = engine.calls
     assert kind == "embeds" and len(embeds) == len(ITEMS)
     assert embeds[0].shape[0] != embeds[1].shape[0], "rows keep their own lengths"
@@ -151,6 +153,7 @@ def test_latent_mas_engine_path_is_the_spliced_token_prompt(make_tiny_wrapper, t
         assert out.agents[-1].input == prefix + rest and out.agents[-1].output == out.final_text
         assert [a.latent_steps for a in out.agents] == [steps] * len(agents) + [0]
     plain = wrapper.generate(*left_pad(wrapper, recovered), max_new_tokens=4)
+    assert rows(engine_decodes) == [tuple(ids) for ids in plain.token_ids]
     assert [o.final_text for o in outputs] == plain.texts
     assert [o.judger_output_tokens for o in outputs] == plain.num_tokens
 
@@ -173,14 +176,17 @@ def test_engine_path_ablations_keep_what_the_memory_keeps(make_tiny_wrapper, abl
     assert torch.equal(engine.calls[0][1][0], embed_ids(wrapper, token_ids(wrapper, plain)))
 
 
-def test_engine_decodes_baseline_and_text_mas_like_the_hf_path(make_tiny_wrapper):
+def test_engine_decodes_baseline_and_text_mas_like_the_hf_path(make_tiny_wrapper, decode_log):
     wrapper = make_tiny_wrapper()
     for name in ("baseline", "text_mas"):
         settings = MethodSettings(max_new_tokens=2, temperature=0.0)
-        hf = METHODS[name](wrapper, settings, PromptBook.load()).run_batch(ITEMS, "number")
+        with decode_log.capture() as hf_decodes:
+            hf = METHODS[name](wrapper, settings, PromptBook.load()).run_batch(ITEMS, "number")
         engine = HFEngine(wrapper)
-        routed = METHODS[name](wrapper, settings, PromptBook.load(), engine=engine).run_batch(ITEMS, "number")
+        with decode_log.capture() as engine_decodes:
+            routed = METHODS[name](wrapper, settings, PromptBook.load(), engine=engine).run_batch(ITEMS, "number")
         assert engine.calls and all(kind == "texts" for kind, _ in engine.calls)
+        assert rows(engine_decodes) == rows(hf_decodes)
         assert [o.final_text for o in routed] == [o.final_text for o in hf]
         assert [o.output_tokens for o in routed] == [o.output_tokens for o in hf]
 

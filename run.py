@@ -396,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"command": command, "settings": settings, "status": "running", "methods": {}}
     write_json(out_dir / "summary.json", summary)
 
+    weights = sum(p.numel() * p.element_size() for p in model.model.parameters() if p.device.type != "meta")
     previous = read_predictions(predictions_path)
     try:
         for name in args.method:
@@ -409,12 +410,13 @@ def main(argv: list[str] | None = None) -> int:
             metrics = summarize(old + new, time.perf_counter() - start)
             metrics["estimated_peak_kv_bytes_total"] = estimates[name]["bytes_total"]
             metrics["estimated_peak_kv_bytes_per_item"] = estimates[name]["bytes_per_item"]
-            # The real peak beside the accounted KV bytes: everything the process held (KV copies, activations).
+            # The real peak beside the accounted KV bytes: everything the process held (weights, KV caches and their
+            # transient copies, activations; on CPU also the runtime). Weights are memory-mapped: on CPU they count
+            # once touched, so the part beyond the weights is the peak minus their bytes, not minus `before_bytes`.
             peak = memory_now(model.device)
             metrics["peak_memory"] = {"kind": peak["kind"], "peak_bytes": peak["peak_bytes"],
-                                      "before_bytes": loaded["current_bytes"],
-                                      "above_before_bytes": None if loaded["current_bytes"] is None
-                                      else peak["peak_bytes"] - loaded["current_bytes"]}
+                                      "before_bytes": loaded["current_bytes"], "weight_bytes": weights,
+                                      "beyond_weights_bytes": peak["peak_bytes"] - weights}
             summary["methods"][name] = metrics
             write_json(out_dir / "summary.json", summary)
             print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)

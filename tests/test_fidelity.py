@@ -51,10 +51,13 @@ def varied_dir(tmp_path_factory, qwen3_tokenizer) -> str:
 
 
 @pytest.fixture
-def wrapper(qwen3_tokenizer):
-    from models import ModelWrapper
+def wrapper(make_tiny_wrapper):
+    """The suite's tiny model (varied outputs, tests/tiny_model.py) with the Qwen3 checkpoints' generation config."""
+    from transformers import GenerationConfig
 
-    return ModelWrapper(varied_qwen3(qwen3_tokenizer), qwen3_tokenizer, name="varied-qwen3")
+    wrapper = make_tiny_wrapper()
+    wrapper.model.generation_config = GenerationConfig(**QWEN3_GENERATION)
+    return wrapper
 
 
 def assert_varied(texts):
@@ -104,11 +107,8 @@ def test_think_adds_exactly_the_think_token_to_latent_mas_agents(wrapper, name, 
 
 
 @pytest.mark.parametrize("name,topology,hierarchy", CASES)
-def test_disable_thinking_gives_the_empty_think_block_everywhere(qwen3_tokenizer, name, topology, hierarchy):
-    from models import ModelWrapper
-
-    model = ModelWrapper(varied_qwen3(qwen3_tokenizer), qwen3_tokenizer, enable_thinking=False)
-    outs = run(model, name, ITEMS[:2], topology=topology, hierarchy=hierarchy, latent_steps=1)
+def test_disable_thinking_gives_the_empty_think_block_everywhere(make_tiny_wrapper, name, topology, hierarchy):
+    outs = run(make_tiny_wrapper(enable_thinking=False), name, ITEMS[:2], topology=topology, hierarchy=hierarchy, latent_steps=1)
     assert all(a.input.endswith(THINK_OFF_BLOCK) for o in outs for a in o.agents)
 
 

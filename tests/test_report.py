@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import report
+from errors import InputError
 from paper_results import PAPER_ROWS, SPLIT_SIZES, lookup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,5 +238,5 @@ def test_other_bad_inputs_are_one_line_errors(tmp_path, content, message):
     with pytest.raises(report.ReportError, match=message) as info:
         report.main([str(bad), "--out", str(tmp_path / "out")])
     assert "\n" not in str(info.value)
-    with pytest.raises(report.ReportError, match="required"):
-        report.main([str(bad)])  # no --out: one line too, not argparse's usage text and exit
+    with pytest.raises(InputError, match="required"):
+        report.main([str(bad)])  # no --out: one line too (a usage error), not argparse's usage text and exit

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "default rendering (Qwen3: thinking mode, as the paper ran)")
     p.add_argument("--latent_space_realign", action="store_true", help="ridge realignment W_a (else identity; norm matching always)")
     p.add_argument("--realign_lambda", type=float, default=1e-5, help="ridge lambda of the realignment")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, nargs="+", default=[42],
+                   help="one or more seeds; every method runs on every item once per seed (the paper reports the "
+                        "mean of 3 runs: --seed 1 2 3), and summary.json gives each seed's metrics and the mean and "
+                        "standard deviation")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--latent_only", action="store_true", help="ablation: memory keeps only the last agent's latent steps")
     p.add_argument("--sequential_info_only", action="store_true", help="ablation: memory keeps only the last agent's positions")
@@ -128,6 +132,8 @@ def read_settings_file(path: str) -> dict:
             values[key] = value
             continue
         many = action.nargs in ("+", "*")
+        if many and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]  # "seed": 1 reads as [1] (files written before --seed took several values)
         if isinstance(value, (dict, bool)) or value is None or isinstance(value, list) != many:
             raise UsageError(f"--settings_file {path}: '{key}' must be {'a list' if many else 'a single value'} "
                              f"(got {value!r})")
@@ -240,6 +246,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs the --output_dir of the run to continue")
     if len(set(args.method)) != len(args.method):
         raise UsageError("--method lists a method twice")
+    if len(set(args.seed)) != len(args.seed):
+        raise UsageError("--seed lists a seed twice")
     if args.use_vllm:
         if args.tensor_parallel_size < 1:
             raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
@@ -261,6 +269,9 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     settings["prompt_file_sha256"] = (
         hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
     settings["answer_kind"] = task.answer_kind
+    # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
+    # summaries see the same thing); several as a list.
+    settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
     return settings
 
 
@@ -312,7 +323,7 @@ def load_vllm(args: argparse.Namespace, settings: dict):
                         tensor_parallel_size=args.tensor_parallel_size,
                         gpu_memory_utilization=args.gpu_memory_utilization,
                         enable_prefix_caching=args.enable_prefix_caching, enable_prompt_embeds=latent,
-                        dtype=vllm_dtype(args.dtype), seed=args.seed)
+                        dtype=vllm_dtype(args.dtype), seed=args.seed[0])
     model = skeleton
     if latent:
         device = args.device2 if args.use_second_HF_model else (args.device or "cuda:0")
@@ -323,43 +334,78 @@ def load_vllm(args: argparse.Namespace, settings: dict):
     return model, engine
 
 
+def check_output_dir(out_dir: Path, settings: dict, resume: bool) -> None:
+    """--resume needs an earlier run's folder with the same settings; a fresh run must not mix into old results."""
+    from distributed import shard_files
+
+    predictions_path = out_dir / "predictions.jsonl"
+    if resume:
+        check_resume(out_dir, settings)
+    elif (predictions_path.exists() and predictions_path.stat().st_size) or shard_files(out_dir):
+        raise UsageError(f"{out_dir} already holds results; pass --resume to continue it or choose another "
+                         "--output_dir")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     validate(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    import distributed as dp
     from data import get_task, load_task
     from prompts import PromptBook
 
+    ctx = dp.context_from_env()  # torchrun / accelerate launch: one replica per process (see distributed.py)
+    if ctx.distributed and args.use_vllm:
+        raise UsageError("--use_vllm runs in one process; launch run.py with torchrun/accelerate on the HF backend "
+                         "only (vLLM has its own --tensor_parallel_size)")
     task = get_task(args.task)
     prompts = PromptBook.load(args.prompt_file, args.system_prompt)
     if args.model_name is None:
         args.model_name = DEFAULT_MODEL
-        print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
-              f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
+        if ctx.main:
+            print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
+                  f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
     items = load_task(args.task, split=args.split, data_dir=args.data_dir,
                       max_samples=None if args.max_samples == -1 else args.max_samples)
     settings = run_settings(args, task)
+    seeds = list(args.seed)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
     predictions_path = out_dir / "predictions.jsonl"
-    if args.resume:
-        check_resume(out_dir, settings)
-    elif predictions_path.exists() and predictions_path.stat().st_size:
-        raise UsageError(f"{predictions_path} already holds results; pass --resume to continue it or choose another --output_dir")
+    device = args.device
+    if ctx.distributed:
+        import torch
+
+        device = dp.pick_device(args.device, ctx, torch.cuda.is_available())
+        dp.init_group(ctx, device)
+        out_dir = Path(dp.broadcast(ctx, str(out_dir)))  # default names carry a time stamp: take rank 0's
+        predictions_path = out_dir / "predictions.jsonl"
+        settings["world_size"] = ctx.world_size
+    # The output folder is checked on rank 0 (the other ranks may be on machines without it); all ranks agree.
+    error = None
+    try:
+        if ctx.main:
+            check_output_dir(out_dir, settings, args.resume)
+    except UsageError as exc:
+        if not ctx.distributed:
+            raise
+        error = str(exc)
+    dp.agree(ctx, error)
 
     import torch
 
     from methods import METHODS, MethodSettings
-    from methods.runner import read_predictions, run_method, summarize
+    from methods.runner import run_method, summarize
     from models import ModelWrapper, library_versions, sampling_values
+    from stats import aggregate_seeds
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seeds[0])
     engine = None
     if args.use_vllm:
         model, engine = load_vllm(args, settings)
     else:
         model = ModelWrapper.from_pretrained(
-            args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
+            args.model_name, device=device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
             realign_lambda=args.realign_lambda, enable_thinking=enable_thinking(args))
     source = model.source
     settings["model"] = {"name": args.model_name, "origin": getattr(source, "origin", None),
@@ -373,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         settings["versions"]["vllm"] = engine.version
     method_settings = MethodSettings(
         topology=args.prompt, max_new_tokens=settings["max_new_tokens"], temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, seed=args.seed, think=args.think, latent_steps=args.latent_steps,
+        top_p=args.top_p, top_k=args.top_k, seed=seeds[0], think=args.think, latent_steps=args.latent_steps,
         latent_only=args.latent_only, sequential_info_only=args.sequential_info_only, hierarchy=args.hierarchy,
         text_mas_context_length=args.text_mas_context_length, decode_latents=args.decode_latents)
     # Worst-case KV cache per method from the rendered prompts' token counts, before the first batch.
@@ -386,46 +432,91 @@ def main(argv: list[str] | None = None) -> int:
     overlap = calibration_overlap(args, len(items))
     if args.settings_file:
         settings["calibration_overlap_items"] = overlap
-        if overlap:
+        if overlap and ctx.main:
             print(f"note: {overlap} of this run's items were in the calibration dev slice of {args.settings_file}; "
                   "use --max_samples to keep them out", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"settings": settings, "status": "running", "methods": {}}
-    write_json(out_dir / "summary.json", summary)
-
-    previous = read_predictions(predictions_path)
-    try:
-        for name in args.method:
-            method = METHODS[name](model, method_settings, prompts, engine=engine)
-            old = [r for r in previous if r["method"] == name and r["index"] < len(items)]
-            start = time.perf_counter()
-            new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old},
-                             predictions_path, args.generate_bs, trace=not args.quiet)
-            metrics = summarize(old + new, time.perf_counter() - start)
-            metrics["estimated_peak_kv_bytes_total"] = estimates[name]["bytes_total"]
-            metrics["estimated_peak_kv_bytes_per_item"] = estimates[name]["bytes_per_item"]
-            summary["methods"][name] = metrics
-            write_json(out_dir / "summary.json", summary)
-            print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)
-    except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+    if ctx.main:
         write_json(out_dir / "summary.json", summary)
-        print(f"interrupted: finished items are in {predictions_path}; rerun with --resume --output_dir {out_dir}",
-              file=sys.stderr)
-        return 130
-    summary["status"] = "finished"
-    write_json(out_dir / "summary.json", summary)
-    from report import comparison_table
 
-    print(comparison_table(summary["methods"]))
-    print(f"results: {out_dir}", file=sys.stderr)
+    # What is done: (method, seed, index) keys on disk. A launched run pools every rank's keys (see distributed.py);
+    # one process first folds any shard files of an earlier launch into predictions.jsonl.
+    if ctx.distributed:
+        own_files = dp.owned_files(out_dir, ctx)
+        previous = dp.read_records(own_files)
+        done = set().union(*dp.all_gather(ctx, {dp.record_key(r, seeds[0]) for r in previous}))
+        write_path = dp.shard_path(out_dir, ctx.rank)
+    else:
+        previous = dp.consolidate(out_dir, args.method, seeds, seeds[0])
+        done = {dp.record_key(r, seeds[0]) for r in previous}
+        write_path = predictions_path
+    phases = [(seed, name) for seed in seeds for name in args.method]
+    todo = {(seed, name): [i for i in range(len(items)) if (name, seed, i) not in done] for seed, name in phases}
+    progress = None
+    if ctx.distributed:
+        total = len(phases) * len(items)
+        progress = dp.GlobalProgress(ctx, total, total - sum(map(len, todo.values())),
+                                     f"{'+'.join(args.method)} x {len(seeds)} seed(s), {ctx.world_size} ranks")
+    per_seed: dict[str, dict[int, dict]] = {name: {} for name in args.method}
+
+    def finish_phase(seed: int, name: str, metrics: dict) -> None:
+        per_seed[name][seed] = metrics
+        summary["methods"][name] = {**aggregate_seeds(per_seed[name]),
+                                    "estimated_peak_kv_bytes_total": estimates[name]["bytes_total"],
+                                    "estimated_peak_kv_bytes_per_item": estimates[name]["bytes_per_item"]}
+        write_json(out_dir / "summary.json", summary)
+        print(json.dumps(final_line(args, name, metrics, seed), ensure_ascii=False), flush=True)
+
+    started = time.perf_counter()
+    try:
+        for seed, name in phases:
+            method = METHODS[name](model, replace(method_settings, seed=seed), prompts, engine=engine)
+            mine = set(dp.shard(todo[(seed, name)], ctx))
+            start = time.perf_counter()
+            new = run_method(method, args.task, task.answer_kind, items, set(range(len(items))) - mine, write_path,
+                             args.generate_bs, trace=not args.quiet, extra={"seed": seed},
+                             show_bar=not ctx.distributed, on_batch=progress.advance if progress else None)
+            if not ctx.distributed:
+                old = [r for r in previous if dp.record_key(r, seeds[0])[:2] == (name, seed) and r["index"] < len(items)]
+                finish_phase(seed, name, summarize(old + new, time.perf_counter() - start))
+        if ctx.distributed:
+            dp.barrier(ctx)  # every shard is on disk
+            progress.close()
+            shards = dp.gather_to_main(ctx, dp.read_records(set(own_files) | {write_path}))
+            if ctx.main:
+                merged = dp.merge_records((r for part in shards for r in part), args.method, seeds, seeds[0])
+                dp.write_records(predictions_path, merged)
+                summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+                for seed, name in phases:
+                    finish_phase(seed, name, summarize(
+                        [r for r in merged if dp.record_key(r, seeds[0])[:2] == (name, seed) and r["index"] < len(items)]))
+            dp.barrier(ctx)  # the merged file is written: the shard files can go
+            for path in set(own_files) | {write_path}:
+                if path != predictions_path:
+                    path.unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        if ctx.main:
+            summary["status"] = "interrupted"
+            write_json(out_dir / "summary.json", summary)
+            print(f"interrupted: finished items are in {out_dir}; rerun with --resume --output_dir {out_dir}",
+                  file=sys.stderr)
+        return 130
+    if ctx.main:
+        summary["status"] = "finished"
+        write_json(out_dir / "summary.json", summary)
+        from report import comparison_table
+
+        print(comparison_table(summary["methods"]))
+        print(f"results: {out_dir}", file=sys.stderr)
+    dp.close_group(ctx)
     return 0
 
 
-def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
-    """The reference's closing stdout JSON line, plus token counts."""
+def final_line(args: argparse.Namespace, method: str, m: dict, seed: int) -> dict:
+    """The reference's closing stdout JSON line (one per method and seed), plus token counts."""
     return {"method": method, "model": args.model_name, "task": args.task, "prompt": args.prompt, "split": args.split,
-            "seed": args.seed, "max_samples": m["n"], "accuracy": m["accuracy"], "correct": m["correct"],
+            "seed": seed, "max_samples": m["n"], "accuracy": m["accuracy"], "correct": m["correct"],
             "total_time_sec": m["seconds"], "time_per_sample_sec": m["seconds_per_item"],
             "total_output_tokens": m["total_output_tokens"], "judger_output_tokens": m["judger_output_tokens"],
             "avg_output_tokens": m["avg_output_tokens"]}
@@ -435,13 +526,18 @@ def one_line_errors(main_fn, prog: str) -> int:
     """Run an entry point; bad input (UsageError, DataError, ModelLoadError, PromptError) becomes one line on stderr
     and exit code 2, never a traceback."""
     from data import DataError
+    from distributed import DistributedError
     from models import ModelLoadError
     from prompts import PromptError
 
     try:
         return main_fn()
-    except (UsageError, DataError, ModelLoadError, PromptError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    except (UsageError, DataError, ModelLoadError, PromptError, DistributedError) as exc:
+        rank = os.environ.get("RANK", "0")
+        if rank in ("0", ""):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, ModelLoadError):  # may be this machine's alone (its GPU, its disk); the rest is shared
+            print(f"{prog}: error (rank {rank}): {exc}", file=sys.stderr)
         return 2
 
 

@@ -6,6 +6,7 @@ import json
 import os
 
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -75,12 +76,16 @@ def print_trace(record: dict) -> None:
 
 
 def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
-               predictions_path: Path, batch_size: int, trace: bool = True) -> list[dict]:
+               predictions_path: Path, batch_size: int, trace: bool = True, extra: dict | None = None,
+               show_bar: bool = True, on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
-    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records."""
+    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records.
+    extra: fields added to every record (run.py: the seed). on_batch(n) after every batch of n items (a launched
+    run's global progress, which replaces this bar: show_bar False)."""
     todo = [i for i in range(len(items)) if i not in done]
     new: list[dict] = []
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True,
+               disable=not show_bar)
     correct_before = 0
     with predictions_path.open("a", encoding="utf-8") as f:
         for start in range(0, len(todo), batch_size):
@@ -95,6 +100,7 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
                 record = item_record(method.name, index, item, out, pred, ok)
                 # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
                 record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
+                record.update(extra or {})
                 new.append(record)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 if trace:
@@ -104,6 +110,8 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
             correct_before += sum(ok for _, ok in scores)
             bar.update(len(indices))
             bar.set_postfix(acc=f"{correct_before / max(len(new), 1):.3f}")
+            if on_batch is not None:
+                on_batch(len(indices))
     bar.close()
     return new
 

@@ -8,9 +8,9 @@ The launcher sets RANK, WORLD_SIZE and LOCAL_RANK; run.py reads them here and a 
 variables) runs as one process, exactly as before. How a launched run works:
 
 - Every rank loads the same items and its own model replica (cuda:LOCAL_RANK, else CPU).
-- The items still to do in each (seed, method) phase are dealt round-robin: rank r of W takes the r-th, (r+W)-th,
-  ... of them. Outputs do not depend on batch composition (exact batching, per-item random streams), so sharding
-  changes no result.
+- The items still to do in the (seed, method) phases are dealt round-robin: rank r of W takes the r-th, (r+W)-th,
+  ... of them, so every rank gets the same number of items give or take one. Outputs do not depend on batch
+  composition (exact batching, per-item random streams), so sharding changes no result.
 - Each rank appends its records to predictions.rank{r}.jsonl, flushed and fsynced per batch. At the end rank 0
   gathers them (over torch.distributed, so the ranks need no shared disk) and writes one predictions.jsonl in
   (seed, method, item) order; the shard files are then removed.
@@ -173,9 +173,16 @@ def agree(ctx: DistContext, error: str | None) -> None:
 # ------------------------------------------------------------------------------------------------------- sharding
 
 
-def shard(todo: list[int], ctx: DistContext) -> list[int]:
-    """This rank's share of the item indices still to do: every world_size-th, starting at its rank."""
-    return todo[ctx.rank::ctx.world_size]
+def shard(todo: list[list[int]], ctx: DistContext) -> list[list[int]]:
+    """This rank's share of each phase's item indices still to do. The phases' items are dealt as one sequence,
+    round-robin: rank r of W takes the r-th, (r+W)-th, ... item of it, so every rank gets the same number of
+    items give or take one over the whole run (dealing each phase from rank 0 would give rank 0 the odd item of
+    every phase)."""
+    shares, position = [], 0
+    for phase in todo:
+        shares.append([i for k, i in enumerate(phase) if (position + k) % ctx.world_size == ctx.rank])
+        position += len(phase)
+    return shares
 
 
 def shard_path(out_dir: Path, rank: int) -> Path:
@@ -255,6 +262,55 @@ def consolidate(out_dir: Path, methods: list[str], seeds: list[int], default_see
     return records
 
 
+class ResultFiles:
+    """A run's records on disk, for one process or a launched run: what is already done at the start, where this
+    process appends, and (launched) the merge into one predictions.jsonl at the end."""
+
+    def __init__(self, ctx: DistContext, out_dir: Path, methods: list[str], seeds: list[int]) -> None:
+        self.ctx, self.methods, self.seeds = ctx, methods, seeds
+        self.merged_path = out_dir / MERGED_NAME
+        self.items_per_rank: list[int] | None = None
+        if ctx.distributed:
+            # Every rank reads the files it owns; the union of their keys is what is done.
+            self.owned = owned_files(out_dir, ctx)
+            self.previous = read_records(self.owned)
+            self.done = set().union(*all_gather(ctx, {self.key(r) for r in self.previous}))
+            self.write_path = shard_path(out_dir, ctx.rank)
+        else:
+            # One process continues on predictions.jsonl, an earlier launch's shard files folded into it first.
+            self.owned = []
+            self.previous = consolidate(out_dir, methods, seeds, seeds[0])
+            self.done = {self.key(r) for r in self.previous}
+            self.write_path = self.merged_path
+
+    def key(self, record: dict) -> RecordKey:
+        return record_key(record, self.seeds[0])
+
+    def todo(self, method: str, seed: int, n_items: int) -> list[int]:
+        """Item indices of a (method, seed) phase not yet done, in order (before sharding)."""
+        return [i for i in range(n_items) if (method, seed, i) not in self.done]
+
+    def finish(self, written: int) -> list[dict] | None:
+        """A launched run, once this rank has run its last batch: rank 0 gathers every rank's records (over the
+        process group: no shared disk needed), writes them merged and in order to predictions.jsonl and returns
+        them; then every rank removes the shard files it owned. `written`: records this rank added in this launch
+        (kept per rank in items_per_rank). Other ranks return None; one process returns None and does nothing."""
+        if not self.ctx.distributed:
+            return None
+        mine = set(self.owned) | {self.write_path}
+        parts = gather_to_main(self.ctx, (read_records(p for p in mine if p.exists()), written))
+        merged = None
+        if self.ctx.main:
+            merged = merge_records((r for records, _ in parts for r in records), self.methods, self.seeds,
+                                   self.seeds[0])
+            write_records(self.merged_path, merged)
+            self.items_per_rank = [n for _, n in parts]
+        barrier(self.ctx)  # the merged file is written: the shard files can go
+        for path in mine - {self.merged_path}:
+            path.unlink(missing_ok=True)
+        return merged
+
+
 # ------------------------------------------------------------------------------------------------------- progress
 
 
@@ -307,6 +363,8 @@ class GlobalProgress:
             self.shown = done
 
     def close(self) -> None:
+        """After this rank's last batch; waits for every rank, so the bar ends on the full count."""
+        barrier(self.ctx)
         if self.bar is None:
             return
         self.stop.set()

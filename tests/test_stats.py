@@ -131,6 +131,15 @@ def test_comparison_table_with_seeds():
     assert "| LatentMAS | 66.7 ± 33.3 (3 seeds x 3 items) |" in table
 
 
+def test_seed_flag(tmp_path):
+    assert cli.parse_args([]).seed == [42] and cli.parse_args(["--seed", "1", "2", "3"]).seed == [1, 2, 3]
+    with pytest.raises(cli.UsageError, match="twice"):
+        cli.validate(cli.parse_args(["--seed", "1", "1"]))
+    settings = tmp_path / "s.json"
+    settings.write_text(json.dumps({"seed": 7}))  # a settings file from before --seed took several values
+    assert cli.parse_args(["--settings_file", str(settings)]).seed == [7]
+
+
 # ------------------------------------------------------------------------------------------------- end to end
 
 

@@ -371,7 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     settings = run_settings(args, task)
     seeds = list(args.seed)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
-    predictions_path = out_dir / "predictions.jsonl"
     device = args.device
     if ctx.distributed:
         import torch
@@ -379,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
         device = dp.pick_device(args.device, ctx, torch.cuda.is_available())
         dp.init_group(ctx, device)
         out_dir = Path(dp.broadcast(ctx, str(out_dir)))  # default names carry a time stamp: take rank 0's
-        predictions_path = out_dir / "predictions.jsonl"
         settings["world_size"] = ctx.world_size
     # The output folder is checked on rank 0 (the other ranks may be on machines without it); all ranks agree.
     error = None

@@ -6,6 +6,7 @@ This module imports nothing heavy, so `--help` and argument errors answer before
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -49,10 +50,19 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class DistributedError(InputError):
+    """A launch (torchrun / accelerate) that cannot run, or ranks that do not agree."""
+
+
 def one_line_errors(main_fn: Callable[[], int], prog: str, also: tuple[type[BaseException], ...] = ()) -> int:
-    """Run an entry point; an InputError (or one of `also`) becomes `prog: error: message` on stderr, exit 2."""
+    """Run an entry point; an InputError (or one of `also`) becomes `prog: error: message` on stderr, exit 2.
+    Under a launcher only rank 0 says it (the ranks share the input), except a model that one machine cannot load."""
     try:
         return main_fn()
     except (InputError, *also) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")
+        if rank in ("0", ""):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, ModelLoadError):  # this machine's alone, maybe (its GPU, its disk)
+            print(f"{prog}: error (rank {rank}): {exc}", file=sys.stderr)
         return 2

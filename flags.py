@@ -58,8 +58,11 @@ FLAGS: dict[str, dict] = {
     "latent_space_realign": dict(action="store_true",
                 help="ridge realignment W_a (else identity; norm matching always)"),
     "realign_lambda": dict(type=float, default=1e-5, help="ridge lambda of the realignment"),
-    "seed": dict(type=int, default=42,
-                help="seeds sampling: each item and agent draws from its own stream, keyed by (seed, item id, agent role)"),
+    "seed": dict(type=int, nargs="+", default=[42],
+                 help="one or more seeds; every method runs on every item once per seed (the paper reports the mean "
+                      "of 3 runs: --seed 1 2 3), and summary.json gives each seed's metrics and their mean and "
+                      "standard deviation. Each item and agent draws from its own stream, keyed by (seed, item id, "
+                      "agent role)"),
     "dtype": dict(default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                 help="auto: bf16 on CUDA, fp32 on CPU"),
     "latent_only": dict(action="store_true", help="ablation: memory keeps only the last agent's latent steps"),
@@ -118,6 +121,15 @@ def fill_run_defaults(args: argparse.Namespace) -> None:
         args.max_new_tokens = get_task(args.task).max_new_tokens
     if getattr(args, "max_samples", None) == -1:
         args.max_samples = None
+
+
+def single_seed(args: argparse.Namespace) -> None:
+    """For scripts that run one seed: --seed takes run.py's list form, with one value."""
+    from errors import UsageError
+
+    if len(args.seed) != 1:
+        raise UsageError(f"--seed: this script runs one seed (got {len(args.seed)})")
+    args.seed = args.seed[0]
 
 
 def enable_thinking(args: argparse.Namespace) -> bool | None:

@@ -71,9 +71,19 @@ def comparison_table(methods: dict[str, dict]) -> str:
             ratio = speedup(per_item_seconds(ref), per_item_seconds(m))
             if ratio is not None:
                 speed = f"{ratio:.2f}x"
-        rows.append(f"| {LABELS.get(name, name)} | {100 * m['accuracy']:.1f} ({m.get('correct', '?')}/{m['n']}) | "
+        rows.append(f"| {LABELS.get(name, name)} | {accuracy_cell(m)} | "
                     f"{m['avg_output_tokens']:.1f} | {m['seconds']:.1f} | {fewer} | {speed} |")
     return "\n".join(rows)
+
+
+def accuracy_cell(m: dict) -> str:
+    """'90.0 (9/10)'; with several seeds (stats.aggregate_seeds) the mean, its standard deviation over the seeds,
+    and how many seeds and items per seed: '61.1 ± 9.6 (3 seeds x 3 items)'. Tokens and seconds are seed means."""
+    if m.get("seeds") and len(m["seeds"]) > 1:
+        std = m.get("accuracy_std")
+        spread = f" ± {100 * std:.1f}" if std is not None else ""
+        return f"{100 * m['accuracy']:.1f}{spread} ({len(m['seeds'])} seeds x {m['n']} items)"
+    return f"{100 * m['accuracy']:.1f} ({m.get('correct', '?')}/{m['n']})"
 
 
 def per_item_seconds(metrics: dict) -> float | None:
@@ -304,6 +314,8 @@ def row_record(row: Row) -> dict[str, object]:
         rec[f"paper_{m}_seconds_per_item"] = p.seconds_per_item if p else None
     for prefix in ("", "paper_"):
         rec.update(improvements(rec, prefix))
+    rec.update(seed_fields(row))
+    rec.update(paired_fields(row))
     rec["runs"] = "; ".join(sorted({str(e.run.path) for e in row.entries.values()}))
     rec["notes"] = "; ".join(row.notes)
     return rec
@@ -340,8 +352,10 @@ def fmt(value: object, kind: str) -> str:
 
 
 def cell(rec: dict, key: str, kind: str) -> str:
-    """'ours (paper)' where the paper has the figure, else 'ours'."""
+    """'ours (paper)' where the paper has the figure, else 'ours'; 'mean ± sd' for a mean over several seeds."""
     ours, paper = fmt(rec[key], kind), rec.get(f"paper_{key}")
+    if rec.get(f"{key}_std") is not None:
+        ours += f" ± {rec[f'{key}_std']:.1f}"
     return ours if paper is None else f"{ours} ({fmt(paper, kind)})"
 
 
@@ -349,7 +363,9 @@ def n_cell(rec: dict) -> str:
     """One n when every method saw the same items, else n per method (Single/TextMAS/LatentMAS)."""
     ns = [rec[f"{m}_n"] for m in METHODS]
     present = {n for n in ns if n is not None}
-    return str(present.pop()) if len(present) == 1 else "/".join("-" if n is None else str(n) for n in ns)
+    text = str(present.pop()) if len(present) == 1 else "/".join("-" if n is None else str(n) for n in ns)
+    seeds = {rec.get(f"{m}_seeds") for m in METHODS} - {None, 1}
+    return text + (f" x {'/'.join(map(str, sorted(seeds)))} seeds" if seeds else "")
 
 
 COLUMNS = [(f"{LABELS[m]} {what}", f"{m}_{key}", kind) for m in METHODS
@@ -369,6 +385,7 @@ def markdown(rows: list[Row], records: list[dict]) -> str:
                  "-" if rec["latent_steps"] is None else str(rec["latent_steps"])] + ([rec["settings"]] if split else [])
         lines.append("| " + " | ".join(fixed + [cell(rec, key, kind) for _, key, kind in COLUMNS]) + " |")
     lines += sample_size_notes(records)
+    lines += paired_section(records)
     notes = [f"- {rec_label(rec)}: {note}" for row, rec in zip(rows, records) for note in row.notes]
     if notes:
         lines += ["", "## Notes", ""] + notes
@@ -381,7 +398,9 @@ INTRO = ("Cells read `ours (paper)`; the paper's figures (arXiv 2511.20639, mean
          "times are divided by the split size, and were measured on other hardware (TextMAS on vLLM), so compare "
          "the speed-up rather than absolute times. Improve: LatentMAS against TextMAS. n: items (per method "
          "Single/TextMAS/LatentMAS when they differ); m: latent steps of the LatentMAS run. A row merges only runs "
-         "whose result-changing settings agree; Settings, where shown, names those that set a row apart.")
+         "whose result-changing settings agree; Settings, where shown, names those that set a row apart. A run over "
+         "several seeds (`--seed 1 2 3`) shows each figure as the mean over its seeds, accuracy as mean ± standard "
+         "deviation, and n as items x seeds.")
 
 
 def sample_size_notes(records: list[dict]) -> list[str]:
@@ -391,6 +410,98 @@ def sample_size_notes(records: list[dict]) -> list[str]:
         return []
     widths = ", ".join(f"n={n}: ±{196 * math.sqrt(0.25 / n):.1f} pts" for n in ns)
     return ["", f"Accuracy over n items is uncertain by up to about {widths} (95%, binomial)."]
+
+
+# ---------------------------------------------------------------- several seeds and paired comparisons
+
+
+def seed_fields(row: Row) -> dict[str, object]:
+    """Per method: how many seeds its figures are the mean of, and the accuracy's standard deviation over them
+    (percentage points; None for one seed)."""
+    rec: dict[str, object] = {}
+    for m in METHODS:
+        e = row.entries.get(m)
+        std = e.metrics.get("accuracy_std") if e else None
+        rec[f"{m}_seeds"] = len(e.metrics.get("seeds") or [None]) if e else None
+        rec[f"{m}_accuracy_std"] = None if std is None else 100 * std
+    return rec
+
+
+# The comparisons shown, (first, second): the difference is second - first.
+PAIRS = (("text_mas", "latent_mas"), ("baseline", "latent_mas"), ("baseline", "text_mas"))
+PAIRED_KEYS = ("items", "seeds", "difference", "ci_low", "ci_high", "better", "worse", "p_value")
+
+
+def run_seeds(settings: dict) -> list:
+    """The seeds of a run: settings.seed is a number for one seed, a list for several."""
+    seed = settings.get("seed")
+    return list(seed) if isinstance(seed, list) else [seed]
+
+
+def correctness(run: Run, method: str) -> dict[str, dict]:
+    """{item id: {seed: correct}} of one method in a run's predictions.jsonl, limited to the run's items and seeds
+    (a resumed folder may hold more); {} when the file is missing (summaries alone cannot be paired)."""
+    from stats import correctness_by_item
+
+    path = run.path / "predictions.jsonl"
+    if not path.is_file():
+        return {}
+    seeds = run_seeds(run.settings)
+    limit = run.settings.get("max_samples")
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line of a killed run
+            r.setdefault("seed", seeds[0])  # records written before --seed took several values
+            if r.get("method") == method and r["seed"] in seeds and (not limit or limit < 0 or r["index"] < limit):
+                records.append(r)
+    return correctness_by_item(records)
+
+
+def paired_fields(row: Row) -> dict[str, object]:
+    """For each pair of methods in the row: the stats.PairedComparison figures, as {second}_vs_{first}_{key}."""
+    from stats import compare_paired
+
+    rec: dict[str, object] = {}
+    for first, second in PAIRS:
+        a, b = row.entries.get(first), row.entries.get(second)
+        result = compare_paired(correctness(a.run, first), correctness(b.run, second), first, second) \
+            if a and b else None
+        for key in PAIRED_KEYS:
+            rec[f"{second}_vs_{first}_{key}"] = getattr(result, key) if result else None
+    return rec
+
+
+def paired_section(records: list[dict]) -> list[str]:
+    """Markdown: the paired comparisons, one line per pair of methods that ran on shared items."""
+    from stats import BOOTSTRAP_RESAMPLES, SIGNIFICANCE
+
+    lines = []
+    for rec in records:
+        for first, second in PAIRS:
+            k = f"{second}_vs_{first}"
+            if rec.get(f"{k}_items") is None:
+                continue
+            p = rec[f"{k}_p_value"]
+            real = p < SIGNIFICANCE
+            lines.append(f"| {rec_label(rec)} | {LABELS[second]} vs {LABELS[first]} | {rec[f'{k}_items']} x "
+                         f"{rec[f'{k}_seeds']} | {rec[f'{k}_difference']:+.1f} | [{rec[f'{k}_ci_low']:+.1f}, "
+                         f"{rec[f'{k}_ci_high']:+.1f}] | {rec[f'{k}_better']} / {rec[f'{k}_worse']} | {p:.3g} | "
+                         f"{'real' if real else 'within noise'} |")
+    if not lines:
+        return []
+    return ["", "## Paired comparisons", "",
+            "Methods that ran on the same items, compared item by item (each item's correctness averaged over the "
+            "seeds both ran). Δ: second minus first, accuracy points on the shared items; 95% CI: paired bootstrap "
+            f"over items ({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed); won / lost: items the second method got "
+            "right more / less often than the first; p: exact McNemar test on those discordant items (with several "
+            f"seeds, the exact sign test over items). 'real': p < {SIGNIFICANCE}; otherwise the gap is within the "
+            "noise of this sample.", "",
+            "| Row | Comparison | Items x seeds | Δ Acc (pts) | 95% CI | Won / lost | p | |",
+            "|---|---|---|---|---|---|---|---|", *lines]
 
 
 def write_csv(path: Path, records: list[dict]) -> None:

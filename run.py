@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from errors import OneLineParser, UsageError, one_line_errors
@@ -93,6 +94,8 @@ def read_settings_file(path: str) -> dict:
             values[key] = value
             continue
         many = action.nargs in ("+", "*")
+        if many and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]  # "seed": 1 reads as [1] (files written before --seed took several values)
         if isinstance(value, (dict, bool)) or value is None or isinstance(value, list) != many:
             raise UsageError(f"--settings_file {path}: '{key}' must be {'a list' if many else 'a single value'} "
                              f"(got {value!r})")
@@ -219,6 +222,8 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--resume needs the --output_dir of the run to continue")
     if len(set(args.method)) != len(args.method):
         raise UsageError("--method lists a method twice")
+    if len(set(args.seed)) != len(args.seed):
+        raise UsageError("--seed lists a seed twice")
     if args.use_vllm:
         if args.tensor_parallel_size < 1:
             raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
@@ -240,6 +245,9 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     settings["prompt_file_sha256"] = (
         hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
     settings["answer_kind"] = task.answer_kind
+    # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
+    # summaries see the same thing); several as a list.
+    settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
     return settings
 
 
@@ -302,7 +310,7 @@ def load_vllm(args: argparse.Namespace, settings: dict):
                         tensor_parallel_size=args.tensor_parallel_size,
                         gpu_memory_utilization=args.gpu_memory_utilization,
                         enable_prefix_caching=args.enable_prefix_caching, enable_prompt_embeds=latent,
-                        dtype=vllm_dtype(args.dtype), seed=args.seed)
+                        dtype=vllm_dtype(args.dtype), seed=args.seed[0])
     model = skeleton
     if latent:
         device = args.device2 if args.use_second_HF_model else (args.device or "cuda:0")
@@ -313,54 +321,86 @@ def load_vllm(args: argparse.Namespace, settings: dict):
     return model, engine
 
 
+def check_existing_results(out_dir: Path, settings: dict, resume: bool) -> None:
+    """--resume needs an earlier run's folder with the same settings; a fresh run must not mix into old results."""
+    from distributed import shard_files
+
+    predictions_path = out_dir / "predictions.jsonl"
+    if resume:
+        check_resume(out_dir, settings)
+    elif (predictions_path.exists() and predictions_path.stat().st_size) or shard_files(out_dir):
+        raise UsageError(f"{out_dir} already holds results; pass --resume to continue it or choose another "
+                         "--output_dir")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     validate(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    import distributed as dp
     from data import get_task, load_task
     from prompts import PromptBook
 
+    ctx = dp.context_from_env()  # torchrun / accelerate launch: one replica per process (see distributed.py)
+    if ctx.distributed and args.use_vllm:
+        raise UsageError("--use_vllm runs in one process; launch run.py with torchrun/accelerate on the HF backend "
+                         "only (vLLM has its own --tensor_parallel_size)")
     task = get_task(args.task)
     prompts = PromptBook.load(args.prompt_file, args.system_prompt)
     if args.model_name is None:
         args.model_name = DEFAULT_MODEL
-        print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
-              f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
+        if ctx.main:
+            print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
+                  f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
     items = load_task(args.task, split=args.split, data_dir=args.data_dir,
                       max_samples=None if args.max_samples == -1 else args.max_samples)
     settings = run_settings(args, task)
+    seeds = list(args.seed)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
-    check_output_dir(out_dir)
+    device = args.device
+    if ctx.distributed:
+        import torch
+
+        device = dp.pick_device(args.device, ctx, torch.cuda.is_available())
+        dp.init_group(ctx, device)
+        out_dir = Path(dp.broadcast(ctx, str(out_dir)))  # default names carry a time stamp: take rank 0's
+        settings["world_size"] = ctx.world_size
     settings["output_dir"] = str(out_dir)  # the folder used, also when chosen automatically
-    predictions_path = out_dir / "predictions.jsonl"
-    if args.resume:
-        check_resume(out_dir, settings)
-    elif predictions_path.exists() and predictions_path.stat().st_size:
-        raise UsageError(f"{predictions_path} already holds results; pass --resume to continue it or choose another --output_dir")
+    # The output folder is checked on rank 0 (the other ranks may be on machines without it); all ranks agree.
+    error = None
+    try:
+        if ctx.main:
+            check_output_dir(out_dir)
+            check_existing_results(out_dir, settings, args.resume)
+    except UsageError as exc:
+        if not ctx.distributed:
+            raise
+        error = str(exc)
+    dp.agree(ctx, error)
     from model_store import check_model_name
 
     check_model_name(args.model_name)  # an unknown name fails here in seconds, before torch and the weights load
-
-    if warning := latent_steps_warning(args):  # after every check: bad input still gets exactly one line
+    if ctx.main and (warning := latent_steps_warning(args)):  # after every check: bad input gets exactly one line
         print(warning, file=sys.stderr)
 
     import torch
 
     from methods import METHODS, MethodSettings
-    from methods.runner import read_predictions, run_method, summarize, write_json
+    from methods.runner import run_method, summarize, write_json
     from models import ModelWrapper
+    from peak_memory import memory_now, reset_peak
     from provenance import library_versions
     from sampling import sampling_values
-    from peak_memory import memory_now, reset_peak
+    from stats import aggregate_seeds
 
-    torch.manual_seed(args.seed)
+    torch.manual_seed(seeds[0])
     engine = None
     if args.use_vllm:
         model, engine = load_vllm(args, settings)
     else:
         model = ModelWrapper.from_pretrained(
-            args.model_name, device=args.device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
+            args.model_name, device=device, dtype=args.dtype, latent_space_realign=args.latent_space_realign,
             realign_lambda=args.realign_lambda, enable_thinking=enable_thinking(args))
     source = model.source
     settings["model"] = {"name": args.model_name, "origin": getattr(source, "origin", None),
@@ -374,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         settings["versions"]["vllm"] = engine.version
     method_settings = MethodSettings(
         topology=args.prompt, max_new_tokens=settings["max_new_tokens"], temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, seed=args.seed, think=args.think, latent_steps=args.latent_steps,
+        top_p=args.top_p, top_k=args.top_k, seed=seeds[0], think=args.think, latent_steps=args.latent_steps,
         latent_only=args.latent_only, sequential_info_only=args.sequential_info_only, hierarchy=args.hierarchy,
         text_mas_context_length=args.text_mas_context_length, decode_latents=args.decode_latents)
     # Worst-case KV cache per method from the rendered prompts' token counts, before the first batch.
@@ -387,58 +427,90 @@ def main(argv: list[str] | None = None) -> int:
     overlap = calibration_overlap(args, len(items))
     if args.settings_file:
         settings["calibration_overlap_items"] = overlap
-        if overlap:
+        if overlap and ctx.main:
             print(f"note: {overlap} of this run's items were in the calibration dev slice of {args.settings_file}; "
                   "use --max_samples to keep them out", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     # The exact command line; `run.py --settings_file <this summary.json>` replays the settings.
     command = sys.argv if argv is None else ["run.py", *argv]
     summary = {"command": command, "settings": settings, "status": "running", "methods": {}}
-    write_json(out_dir / "summary.json", summary)
-
-    weights = sum(p.numel() * p.element_size() for p in model.model.parameters() if p.device.type != "meta")
-    previous = read_predictions(predictions_path)
-    try:
-        for name in args.method:
-            method = METHODS[name](model, method_settings, prompts, engine=engine)
-            old = [r for r in previous if r["method"] == name and r["index"] < len(items)]
-            start = time.perf_counter()
-            loaded = memory_now(model.device)  # the model (and anything before), so the peak above it is this run's
-            reset_peak(model.device)
-            new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old},
-                             predictions_path, args.generate_bs, trace=not args.quiet)
-            metrics = summarize(old + new, time.perf_counter() - start)
-            metrics["estimated_peak_kv_bytes_total"] = estimates[name]["bytes_total"]
-            metrics["estimated_peak_kv_bytes_per_item"] = estimates[name]["bytes_per_item"]
-            # The real peak beside the accounted KV bytes: everything the process held (weights, KV caches and their
-            # transient copies, activations; on CPU also the runtime). Weights are memory-mapped: on CPU they count
-            # once touched, so the part beyond the weights is the peak minus their bytes, not minus `before_bytes`.
-            peak = memory_now(model.device)
-            metrics["peak_memory"] = {"kind": peak["kind"], "peak_bytes": peak["peak_bytes"],
-                                      "before_bytes": loaded["current_bytes"], "weight_bytes": weights,
-                                      "beyond_weights_bytes": peak["peak_bytes"] - weights}
-            summary["methods"][name] = metrics
-            write_json(out_dir / "summary.json", summary)
-            print(json.dumps(final_line(args, name, metrics), ensure_ascii=False), flush=True)
-    except KeyboardInterrupt:
-        summary["status"] = "interrupted"
+    if ctx.main:
         write_json(out_dir / "summary.json", summary)
-        print(f"interrupted: finished items are in {predictions_path}; rerun with --resume --output_dir {out_dir}",
-              file=sys.stderr)
-        return 130
-    summary["status"] = "finished"
-    write_json(out_dir / "summary.json", summary)
-    from report import comparison_table
 
-    print(comparison_table(summary["methods"]))
-    print(f"results: {out_dir}", file=sys.stderr)
+    # What is done: (method, seed, index) keys on disk (a launched run pools every rank's; see distributed.py).
+    files = dp.ResultFiles(ctx, out_dir, args.method, seeds)
+    phases = [(seed, name) for seed in seeds for name in args.method]
+    todo = {(seed, name): files.todo(name, seed, len(items)) for seed, name in phases}
+    mine = dict(zip(phases, dp.shard([todo[phase] for phase in phases], ctx)))  # this rank's share
+    progress = None
+    if ctx.distributed:
+        total = len(phases) * len(items)
+        progress = dp.GlobalProgress(ctx, total, total - sum(map(len, todo.values())),
+                                     f"{'+'.join(args.method)} x {len(seeds)} seed(s), {ctx.world_size} ranks")
+    per_seed: dict[str, dict[int, dict]] = {name: {} for name in args.method}
+    weights = sum(p.numel() * p.element_size() for p in model.model.parameters() if p.device.type != "meta")
+
+    def phase_records(records: list[dict], seed: int, name: str) -> list[dict]:
+        return [r for r in records if files.key(r)[:2] == (name, seed) and r["index"] < len(items)]
+
+    def finish_phase(seed: int, name: str, metrics: dict) -> None:
+        per_seed[name][seed] = metrics
+        summary["methods"][name] = {**aggregate_seeds(per_seed[name]),
+                                    "estimated_peak_kv_bytes_total": estimates[name]["bytes_total"],
+                                    "estimated_peak_kv_bytes_per_item": estimates[name]["bytes_per_item"]}
+        write_json(out_dir / "summary.json", summary)
+        print(json.dumps(final_line(args, name, metrics, seed), ensure_ascii=False), flush=True)
+
+    started, written = time.perf_counter(), 0
+    try:
+        for seed, name in phases:
+            method = METHODS[name](model, replace(method_settings, seed=seed), prompts, engine=engine)
+            start = time.perf_counter()
+            reset_peak(model.device)
+            skip = set(range(len(items))) - set(mine[(seed, name)])  # done, or another rank's
+            new = run_method(method, args.task, task.answer_kind, items, skip, files.write_path, args.generate_bs,
+                             trace=not args.quiet, extra={"seed": seed}, show_bar=not ctx.distributed,
+                             on_batch=progress.advance if progress else None)
+            written += len(new)
+            if not ctx.distributed:
+                metrics = summarize(phase_records(files.previous, seed, name) + new, time.perf_counter() - start)
+                # The real peak beside the accounted KV bytes: everything the process held (weights, KV caches and
+                # their transient copies, activations; on CPU also the runtime). Weights are memory-mapped: on CPU
+                # they count once touched, so what lies beyond them is the peak minus their bytes.
+                peak = memory_now(model.device)
+                metrics["peak_memory"] = {"kind": peak["kind"], "peak_bytes": peak["peak_bytes"],
+                                          "weight_bytes": weights, "beyond_weights_bytes": peak["peak_bytes"] - weights}
+                finish_phase(seed, name, metrics)
+        if ctx.distributed:
+            progress.close()
+            merged = files.finish(written)
+            if ctx.main:
+                summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+                summary["items_per_rank"] = files.items_per_rank  # what each rank computed in this launch
+                for seed, name in phases:
+                    finish_phase(seed, name, summarize(phase_records(merged, seed, name)))
+    except KeyboardInterrupt:
+        if ctx.main:
+            summary["status"] = "interrupted"
+            write_json(out_dir / "summary.json", summary)
+            print(f"interrupted: finished items are in {out_dir}; rerun with --resume --output_dir {out_dir}",
+                  file=sys.stderr)
+        return 130
+    if ctx.main:
+        summary["status"] = "finished"
+        write_json(out_dir / "summary.json", summary)
+        from report import comparison_table
+
+        print(comparison_table(summary["methods"]))
+        print(f"results: {out_dir}", file=sys.stderr)
+    dp.close_group(ctx)
     return 0
 
 
-def final_line(args: argparse.Namespace, method: str, m: dict) -> dict:
-    """The reference's closing stdout JSON line, plus token counts."""
+def final_line(args: argparse.Namespace, method: str, m: dict, seed: int) -> dict:
+    """The reference's closing stdout JSON line (one per method and seed), plus token counts."""
     return {"method": method, "model": args.model_name, "task": args.task, "prompt": args.prompt, "split": args.split,
-            "seed": args.seed, "max_samples": m["n"], "accuracy": m["accuracy"], "correct": m["correct"],
+            "seed": seed, "max_samples": m["n"], "accuracy": m["accuracy"], "correct": m["correct"],
             "total_time_sec": m["seconds"], "time_per_sample_sec": m["seconds_per_item"],
             "total_output_tokens": m["total_output_tokens"], "judger_output_tokens": m["judger_output_tokens"],
             "avg_output_tokens": m["avg_output_tokens"]}

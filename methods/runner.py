@@ -7,6 +7,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -118,12 +119,16 @@ def print_trace(record: dict) -> None:
 
 
 def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
-               predictions_path: Path, batch_size: int, trace: bool = True) -> list[dict]:
+               predictions_path: Path, batch_size: int, trace: bool = True, extra: dict | None = None,
+               show_bar: bool = True, on_batch: Callable[[int], None] | None = None) -> list[dict]:
     """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
-    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records."""
+    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records.
+    extra: fields added to every record (run.py: the seed). on_batch(n) after every batch of n items (a launched
+    run's global progress, which replaces this bar: show_bar False)."""
     todo = [i for i in range(len(items)) if i not in done]
     new: list[dict] = []
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True)
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True,
+               disable=not show_bar)
     correct_before = 0
     # Inside a batch: which agent works and how far it is, beside the running accuracy.
     accuracy = ""
@@ -142,6 +147,7 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
                                      score.failure)
                 # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
                 record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
+                record.update(extra or {})
                 new.append(record)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 if trace:
@@ -152,6 +158,8 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
             accuracy = f"acc={correct_before / max(len(new), 1):.3f}"
             bar.update(len(indices))
             bar.set_postfix_str(accuracy)
+            if on_batch is not None:
+                on_batch(len(indices))
     method.progress = None
     bar.close()
     return new

@@ -35,7 +35,7 @@ from models import ModelWrapper  # noqa: E402
 from provenance import library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
+from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults, single_seed  # noqa: E402
 from topology import walk  # noqa: E402
 
 
@@ -260,6 +260,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
     fill_run_defaults(args)
+    single_seed(args)
     if args.max_samples is None:
         raise UsageError("--max_samples: give the number of items to benchmark (e.g. 10)")
     if args.threads:

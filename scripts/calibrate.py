@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, enable_thinking  # noqa: E402
+from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, enable_thinking, single_seed  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
@@ -167,6 +167,7 @@ def plot(rows: list[dict], best: dict, path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.model_name = args.model_name or DEFAULT_MODEL
+    single_seed(args)
     validate(args)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

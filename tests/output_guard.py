@@ -98,6 +98,8 @@ def predictions_problems(path: Path) -> list[str]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue  # a torn last line of a killed run
+    # Records a model wrote; a test's hand-made record files (merging, resuming: no question, no text) say nothing.
+    records = [r for r in records if isinstance(r, dict) and {"method", "question", "final_text"} <= set(r)]
     found = []
     for r in records:
         for a in r.get("agents", []):

@@ -42,7 +42,7 @@ def test_help_shows_defaults_choices_and_tasks_without_torch():
     assert undocumented == []
     text = " ".join(parser.format_help().split())  # argparse wraps lines: compare with single spaces
     assert "whose probability reaches top_p (ignored when greedy) (default: 0.95)" in text
-    assert "(default: 42)" in text and "(default: cuda:1)" in text and "(default: test)" in text
+    assert "(default: [42])" in text and "(default: cuda:1)" in text and "(default: test)" in text
     assert "benchmark: " + ", ".join(TASKS) in text
     assert "{baseline,text_mas,latent_mas}" in text and "{sequential,hierarchical}" in text
     assert "--think the reference's --think" in text  # switches are off by default: no "(default: False)"
@@ -131,7 +131,7 @@ def test_replay_from_summary_records_the_same_settings_and_greedy_outputs(tiny_m
     changed["settings"]["renamed_flag"] = True
     (tmp_path / "changed.json").write_text(json.dumps(changed))
     args = run.parse_args(["--settings_file", str(tmp_path / "changed.json"), "--latent_steps", "5"])
-    assert (args.latent_steps, args.prompt, args.seed) == (5, "hierarchical", 7)
+    assert (args.latent_steps, args.prompt, args.seed) == (5, "hierarchical", [7])
     assert args.method == ["text_mas", "latent_mas"]
     assert args.output_dir is None and args.settings_file_overridden == ["latent_steps"]
     assert "not replayed: renamed_flag" in capsys.readouterr().err

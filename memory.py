@@ -92,7 +92,12 @@ def keep_last(memory: Memory, k: int, config) -> Memory | None:
 
 
 def select_rows(memory: Memory, rows: torch.Tensor | Sequence[int], config) -> Memory:
-    """The memory of a subset of rows, in the given order."""
+    """The memory of a subset of rows, in the given order. A run of consecutive rows (one agent's part of a batched
+    stage) is a view of the same tensors, not a copy; other selections (rows leaving a decode batch) are copied."""
+    if isinstance(rows, range) and rows.step == 1:
+        part = slice(rows.start, rows.stop)
+        kv = [(key[part], value[part]) for key, value in _layer_tensors(memory.cache)]
+        return Memory(_make_cache(kv, config), memory.mask[part], memory.next_pos[part])
     rows = torch.as_tensor(rows, dtype=torch.long, device=memory.mask.device)
     kv = [(key[rows.to(key.device)], value[rows.to(value.device)]) for key, value in _layer_tensors(memory.cache)]
     return Memory(_make_cache(kv, config), memory.mask[rows], memory.next_pos[rows])

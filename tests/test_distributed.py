@@ -103,23 +103,10 @@ def test_owned_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def varied_model_dir(tmp_path_factory, qwen3_tokenizer) -> str:
-    """A tiny untied Qwen3 with a scaled-up LM head: greedy outputs differ from item to item (the plain tiny model
-    answers every item the same), so a shuffled merge would show."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
-                         max_position_embeddings=4096, eos_token_id=151645, pad_token_id=151643)
-    model = Qwen3ForCausalLM(config).float().eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20.0)
-    path = tmp_path_factory.mktemp("varied-qwen3")
-    model.save_pretrained(path)
-    qwen3_tokenizer.save_pretrained(path)
-    return str(path)
+def varied_model_dir(tiny_model_dir) -> str:
+    """The suite's tiny model (tests/tiny_model.py): greedy outputs differ from item to item, so a shuffled merge
+    would show."""
+    return tiny_model_dir
 
 
 def flags(model_dir, data_dir, out, n, *extra):

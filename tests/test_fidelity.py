@@ -1,7 +1,7 @@
 """The paper's experimental setting: chat rendering and thinking mode, the merged sampling configuration,
 per-item random streams and realignment over the tokenizer's real rows.
 
-The model here is a tiny random Qwen3 with untied embeddings and a scaled LM head, saved with the real Qwen3
+The model here is the suite's tiny random Qwen3 (tests/tiny_model.py), saved with the real Qwen3
 tokenizer and a Qwen3-like generation_config.json, so that its outputs differ from prompt to prompt (a test that
 compares texts on a model that writes the same text for every prompt proves nothing; `assert_varied` checks it).
 """
@@ -24,17 +24,13 @@ ITEMS = [{"id": f"q{i}", "question": q, "gold": "5"} for i, q in enumerate(QUEST
 THINK_OFF_BLOCK = "<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
-def varied_qwen3(tokenizer, seed: int = 0, generation: dict | None = None):
-    """A tiny untied Qwen3 whose LM head is scaled up, so greedy outputs depend on the prompt."""
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+def varied_qwen3(tokenizer, generation: dict | None = None):
+    """The suite's tiny Qwen3 (tests/tiny_model.py: untied, prompt-dependent outputs) with a generation config."""
+    from transformers import GenerationConfig
 
-    torch.manual_seed(seed)
-    config = Qwen3Config(vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
-                         max_position_embeddings=4096, eos_token_id=151645, pad_token_id=151643)
-    model = Qwen3ForCausalLM(config).float().eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(20.0)
+    import tiny_model
+
+    model = tiny_model.build(tokenizer)
     model.generation_config = GenerationConfig(**(QWEN3_GENERATION if generation is None else generation))
     return model
 

@@ -4,8 +4,11 @@ same names, defaults and help (`add_flags(parser, "model_name", "task", ...)`). 
 from __future__ import annotations
 
 import argparse
+import math
 
 from data import TASKS  # torch-free: data.py imports only the standard library, utils.py and sandbox.py
+from errors import UsageError
+from topology import HIERARCHIES, ROLES
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
@@ -29,7 +32,7 @@ FLAGS: dict[str, dict] = {
     "model_name": dict(default=None, help=f"HF id, local folder or .gguf file (default {DEFAULT_MODEL})"),
     "max_samples": dict(type=int, default=-1, help="first N items of the split; -1 for all"),
     "task": dict(default="gsm8k", help=f"benchmark: {', '.join(TASKS)}"),
-    "prompt": dict(default="sequential", choices=["sequential", "hierarchical"], help="agent topology"),
+    "prompt": dict(default="sequential", choices=list(ROLES), help="agent topology"),
     "device": dict(default=None, help="cpu, cuda or cuda:N (default: cuda if available)"),
     "split": dict(default="test",
                 help="dataset split; test = the split the paper evaluates on (local data holds only that one)"),
@@ -67,7 +70,7 @@ FLAGS: dict[str, dict] = {
                 help="auto: bf16 on CUDA, fp32 on CPU"),
     "latent_only": dict(action="store_true", help="ablation: memory keeps only the last agent's latent steps"),
     "sequential_info_only": dict(action="store_true", help="ablation: memory keeps only the last agent's positions"),
-    "hierarchy": dict(default="chain", choices=["chain", "parallel"],
+    "hierarchy": dict(default="chain", choices=list(HIERARCHIES),
                 help="--prompt hierarchical: 'chain' = the reference's (and the published numbers'): each specialist "
                      "continues the previous one's memory, positions continue; 'parallel' = the paper's Figure 2: "
                      "independent specialists from position 0, memories joined for the summarizer"),
@@ -123,10 +126,22 @@ def fill_run_defaults(args: argparse.Namespace) -> None:
         args.max_samples = None
 
 
+def check_decoding_flags(args: argparse.Namespace) -> None:
+    """The checks of the sampling and thinking flags, for run.py and every script that takes them."""
+    for flag in ("temperature", "top_p"):
+        if not math.isfinite(getattr(args, flag)):  # argparse's float() accepts "nan" and "inf"
+            raise UsageError(f"--{flag} must be a finite number (got {getattr(args, flag)})")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
+    if args.top_k is not None and args.top_k < 0:
+        raise UsageError(f"--top_k must be >= 0 (got {args.top_k}; 0 turns top-k off)")
+    if args.think and args.disable_thinking:
+        raise UsageError("--think (append <think> to latent_mas prompts) and --disable_thinking (non-thinking mode) "
+                         "contradict each other; pick one")
+
+
 def single_seed(args: argparse.Namespace) -> None:
     """For scripts that run one seed: --seed takes run.py's list form, with one value."""
-    from errors import UsageError
-
     if len(args.seed) != 1:
         raise UsageError(f"--seed: this script runs one seed (got {len(args.seed)})")
     args.seed = args.seed[0]

@@ -29,7 +29,7 @@ from memory import Memory, join_memories
 from models import Generation, ModelWrapper
 from prompts import ANSWER_FORMATS, PromptBook
 from splice import split_user_turn
-from topology import StageOps, make_plan, walk
+from topology import HIERARCHIES, StageOps, make_plan, walk
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
 SEQUENTIAL_THINKERS = ("planner", "critic", "refiner")
@@ -136,7 +136,7 @@ class LatentMAS:
             raise ValueError(f"topology must be 'sequential' or 'hierarchical' (got {topology!r})")
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
-        if hierarchy not in ("chain", "parallel"):
+        if hierarchy not in HIERARCHIES:
             raise ValueError(f"hierarchy must be 'chain' or 'parallel' (got {hierarchy!r})")
         if think and disable_thinking:
             raise ValueError("think and disable_thinking contradict each other")

@@ -12,18 +12,17 @@ import sys
 import time
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from errors import OneLineParser, UsageError, one_line_errors
-from flags import DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpFormatter, add_flags, enable_thinking
-from pathlib import Path
+from flags import (DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpFormatter, add_flags,
+                   check_decoding_flags, enable_thinking)
 
 # Settings that change results: a --resume must match them exactly.
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
                "top_k", "seed", "think", "disable_thinking", "latent_space_realign", "realign_lambda", "latent_only",
                "sequential_info_only", "hierarchy", "text_mas_context_length", "system_prompt", "prompt_file_sha256",
                "dtype", "use_vllm")
-
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -203,17 +202,9 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(f"--generate_bs must be >= 1 (got {args.generate_bs})")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError(f"--max_new_tokens must be >= 1 (got {args.max_new_tokens})")
-    for flag, value in (("--temperature", args.temperature), ("--top_p", args.top_p),
-                        ("--realign_lambda", args.realign_lambda)):
-        if not math.isfinite(value):  # argparse's float() accepts "nan" and "inf", which no comparison refuses
-            raise UsageError(f"{flag} must be a finite number (got {value})")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
-    if args.top_k is not None and args.top_k < 0:
-        raise UsageError(f"--top_k must be >= 0 (got {args.top_k}; 0 turns top-k off)")
-    if args.think and args.disable_thinking:
-        raise UsageError("--think (append <think> to latent_mas prompts) and --disable_thinking (non-thinking mode) "
-                         "contradict each other; pick one")
+    check_decoding_flags(args)
+    if not math.isfinite(args.realign_lambda):  # argparse's float() accepts "nan" and "inf"
+        raise UsageError(f"--realign_lambda must be a finite number (got {args.realign_lambda})")
     if args.hierarchy == "parallel" and args.prompt != "hierarchical":
         raise UsageError("--hierarchy parallel applies to --prompt hierarchical only")
     if args.realign_lambda < 0:

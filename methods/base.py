@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 import torch
 
 from models import ModelWrapper
-from sampling import stream_seed
 from prompts import PromptBook
+from sampling import stream_seed
 from topology import make_plan
 
 
@@ -30,11 +30,6 @@ class MethodSettings:
     hierarchy: str = "chain"                # hierarchical: "chain" (the reference's, published numbers) | "parallel"
     text_mas_context_length: int = -1       # text_mas: keep at most this many tokens of earlier outputs (-1: all)
     decode_latents: int = 0                 # latent_mas: store the top-K tokens of every latent step (0: off)
-
-    @property
-    def parallel_specialists(self) -> bool:
-        """Hierarchical specialists that start from the question alone and never see each other (Figure 2)."""
-        return self.topology == "hierarchical" and self.hierarchy == "parallel"
 
 
 @dataclass

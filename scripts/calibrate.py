@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, enable_thinking, single_seed  # noqa: E402
+from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, check_decoding_flags, enable_thinking, single_seed  # noqa: E402,E501
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
@@ -79,12 +79,7 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--latent_steps and --realign must not repeat a value")
     if args.generate_bs < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
         raise UsageError("--generate_bs and --max_new_tokens must be >= 1")
-    if args.temperature < 0 or not 0 < args.top_p <= 1:
-        raise UsageError("--temperature must be >= 0 and --top_p in (0, 1]")
-    if args.top_k is not None and args.top_k < 0:
-        raise UsageError("--top_k must be >= 0")
-    if args.think and args.disable_thinking:
-        raise UsageError("--think and --disable_thinking contradict each other; pick one")
+    check_decoding_flags(args)
     if args.resume and not args.output_dir:
         raise UsageError("--resume needs the --output_dir of the calibration to continue")
 

@@ -242,6 +242,12 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     return settings
 
 
+def differing_setting(old: dict, new: dict) -> str | None:
+    """The first result-changing setting (RESULT_KEYS) two runs' settings disagree on, as "key=old, now new"."""
+    key = next((k for k in RESULT_KEYS if old.get(k) != new.get(k)), None)
+    return None if key is None else f"{key}={old.get(key)!r}, now {new.get(key)!r}"
+
+
 def check_resume(out_dir: Path, settings: dict) -> None:
     summary = out_dir / "summary.json"
     if not summary.exists():
@@ -250,10 +256,8 @@ def check_resume(out_dir: Path, settings: dict) -> None:
         old = json.loads(summary.read_text())["settings"]
     except (json.JSONDecodeError, KeyError):
         raise UsageError(f"--resume: {summary} is not a summary written by run.py") from None
-    diff = [k for k in RESULT_KEYS if old.get(k) != settings.get(k)]
-    if diff:
-        k = diff[0]
-        raise UsageError(f"--resume: {out_dir} was made with other settings ({k}={old.get(k)!r}, now {settings.get(k)!r}); "
+    if diff := differing_setting(old, settings):
+        raise UsageError(f"--resume: {out_dir} was made with other settings ({diff}); "
                          "use the same flags or a new --output_dir")
 
 

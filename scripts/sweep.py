@@ -49,7 +49,7 @@ from data import get_task, load_task  # noqa: E402
 from paper_results import MODEL_SIZES, SPLIT_SIZES, TASK_LABELS, lookup  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
 from flags import DefaultsHelpFormatter, add_flags, enable_thinking  # noqa: E402
-from run import RESULT_KEYS, human_bytes, parse_args, run_settings, validate  # noqa: E402
+from run import differing_setting, human_bytes, parse_args, run_settings, validate  # noqa: E402
 
 PAPER_MODELS = list(MODEL_SIZES)
 PAPER_TASKS = list(TASK_LABELS)
@@ -171,11 +171,9 @@ def cell_status(cell: Cell) -> str:
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         raise UsageError(f"{path} is not a summary written by run.py; move it away or choose another --output_dir") from None
     expected = run_settings(parse_args(cell.argv), get_task(cell.task))
-    diff = [k for k in RESULT_KEYS if old.get(k) != expected.get(k)]
-    if diff:
-        k = diff[0]
-        raise UsageError(f"{cell.run_dir} was made with other settings ({k}={old.get(k)!r}, now {expected.get(k)!r}); "
-                         "use the same flags or another --output_dir")
+    if diff := differing_setting(old, expected):
+        raise UsageError(f"{cell.run_dir} was made with other settings ({diff}); use the same flags or another "
+                         "--output_dir")
     complete = (summary.get("status") == "finished" and old.get("max_samples") == expected.get("max_samples")
                 and all(m in summary.get("methods", {}) for m in cell.methods))
     return "finished" if complete else "resume"

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import OneLineParser, ReportError, one_line_errors
+from errors import OneLineParser, ReportError, check_output_folder, one_line_errors
 from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
 
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}
@@ -519,36 +519,50 @@ STYLE = {"baseline": ("tab:gray", "o"), "text_mas": ("tab:blue", "s"), "latent_m
 
 
 def write_png(path: Path, records: list[dict]) -> None:
+    """report_figure as a PNG. The saved area is the figure's tight bounding box, so the row key below the panels
+    is never cut off, however long a row's label (its settings) or however many rows."""
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(records)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def report_figure(records: list[dict]):
     """Left: accuracy against output tokens per item; right: seconds per item. Filled markers are ours, hollow
-    ones the paper's; points carry the row number, whose full label is on the right panel's axis."""
+    ones the paper's (and a "paper" legend entry only when some are drawn); points carry the row number, and the
+    key under the panels names each row in full, one line per row."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    paper_points = 0
     for i, rec in enumerate(records, 1):
         for m, (color, marker) in STYLE.items():
-            plot_point(left, rec, m, i, "tokens", "accuracy", color, marker)
-            plot_point(right, rec, m, i, None, "seconds_per_item", color, marker)
+            paper_points += plot_point(left, rec, m, i, "tokens", "accuracy", color, marker)
+            paper_points += plot_point(right, rec, m, i, None, "seconds_per_item", color, marker)
     left.set(xlabel="output tokens per item", ylabel="accuracy (%)", title="Accuracy against output tokens")
-    right.set(ylabel="seconds per item", title="Time per item")
-    right.set_xticks(range(1, len(records) + 1),
-                     [f"{i}: {rec_label(r)}" for i, r in enumerate(records, 1)], rotation=25, ha="right", fontsize=8)
+    right.set(xlabel="row", ylabel="seconds per item", title="Time per item")
+    right.set_xticks(range(1, len(records) + 1))
     right.set_xlim(0.5, len(records) + 0.5)
     for ax, axis in ((left, "x"), (right, "y")):
         log_if_wide(ax, axis)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, marker=mk, ls="", label=LABELS[m]) for m, (c, mk) in STYLE.items()]
-    handles.append(Line2D([], [], color="black", marker="o", ls="", mfc="none", label="paper"))
+    if paper_points:
+        handles.append(Line2D([], [], color="black", marker="o", ls="", mfc="none", label="paper"))
     left.legend(handles=handles, loc="best", fontsize=8)
-    if not records:
+    if records:
+        # Below the axes, outside the canvas: the tight bounding box of write_png takes it in.
+        key = "\n".join(f"{i}: {rec_label(r)}" for i, r in enumerate(records, 1))
+        fig.text(0.06, 0.02, key, ha="left", va="top", fontsize=8)
+    else:
         left.text(0.5, 0.5, "no results", ha="center", transform=left.transAxes)
-    # Fixed margins, not tight_layout: it draws the figure once more just to measure it (about a second).
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.3, wspace=0.2)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.12, wspace=0.2)
+    return fig
 
 
 def rec_label(rec: dict) -> str:
@@ -558,17 +572,21 @@ def rec_label(rec: dict) -> str:
     return f"{rec['task']} {topology} {rec['model_name'].split('/')[-1]}{m}{settings}"
 
 
-def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> None:
-    """Ours filled, the paper's hollow; on the time panel (xkey None) methods sit side by side around x = i."""
+def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> int:
+    """Ours filled, the paper's hollow; on the time panel (xkey None) methods sit side by side around x = i.
+    Returns how many of the paper's points it drew (0 or 1)."""
     offset = {"baseline": -0.2, "text_mas": 0.0, "latent_mas": 0.2}[method]
+    paper_drawn = 0
     for prefix, filled in (("", True), ("paper_", False)):
         y = rec.get(f"{prefix}{method}_{ykey}")
         x = i + offset if xkey is None else rec.get(f"{prefix}{method}_{xkey}")
         if x is None or y is None:
             continue
         ax.plot([x], [y], marker=marker, color=color, ls="", ms=8, mfc=color if filled else "none")
+        paper_drawn += not filled
         if filled and xkey is not None:
             ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
+    return paper_drawn
 
 
 def log_if_wide(ax, axis: str) -> None:
@@ -588,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="output folders of run.py")
     p.add_argument("--out", required=True, type=Path, help="folder for report.md, report.csv and report.png")
     args = p.parse_args(argv)
+    check_output_folder(args.out, "--out")
     runs = [load_run(d) for d in args.run_dirs]  # all checked before anything is written
     rows = build_rows(runs)
     records = [row_record(r) for r in rows]

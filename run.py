@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from errors import OneLineParser, UsageError, one_line_errors
+from errors import OneLineParser, UsageError, check_output_folder, one_line_errors
 from flags import (DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpFormatter, add_flags,
                    check_decoding_flags, enable_thinking)
 
@@ -261,20 +261,6 @@ def check_resume(out_dir: Path, settings: dict) -> None:
                          "use the same flags or a new --output_dir")
 
 
-def check_output_dir(out_dir: Path) -> None:
-    """The output folder can be created and written, checked before any model loads: an existing file, a file on
-    the way, or a folder without write permission is one line, not a traceback after the load."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--output_dir {out_dir} is a file, not a folder; choose a folder for the results")
-    existing = out_dir
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"--output_dir {out_dir}: {existing} is a file, so the folder cannot be created there")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--output_dir {out_dir}: no permission to write in {existing}")
-
-
 def latent_steps_warning(args: argparse.Namespace) -> str | None:
     """latent_mas with --latent_steps 0 (the default) has no latent thought at all: say so, once, on stderr."""
     if "latent_mas" not in args.method or args.latent_steps:
@@ -366,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     error = None
     try:
         if ctx.main:
-            check_output_dir(out_dir)
+            check_output_folder(out_dir, "--output_dir")
             check_existing_results(out_dir, settings, args.resume)
     except UsageError as exc:
         if not ctx.distributed:

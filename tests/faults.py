@@ -298,6 +298,18 @@ def constant_tiny_model(patch):
     patch.setattr(tiny_model, "TIE", True)
 
 
+# ------------------------------------------------------------------------------------------------ prompts
+
+def answer_format_with_an_example_answer(patch):
+    """The old format line: an example value ("e.g. \\boxed{42}", "\\boxed{B}") that small models copy."""
+    import prompts
+
+    formats = dict(prompts.ANSWER_FORMATS)
+    formats["number"] = formats["number"].rstrip(".") + ", e.g. \\boxed{42}."
+    formats["choice"] = formats["choice"].rstrip(".") + ", e.g. \\boxed{B}."
+    patch.setattr(prompts, "ANSWER_FORMATS", formats)
+
+
 FAULTS = [
     Fault("memory mask all ones (the reference's padding bug)", memory_mask_all_ones, (
         "tests/test_cli.py::test_batch_size_does_not_change_greedy_outputs[sequential]",
@@ -351,6 +363,9 @@ FAULTS = [
         "[latent_mas-sequential-chain]",)),
     Fault("tiny model with constant outputs (tied embeddings)", constant_tiny_model, (
         "tests/test_api.py::test_same_model_hierarchical_equals_method",)),
+    Fault("answer format with an example answer", answer_format_with_an_example_answer, (
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gsm8k]",
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gpqa]")),
 ]
 
 BY_NAME = {fault.name: fault for fault in FAULTS}

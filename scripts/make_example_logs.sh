@@ -17,13 +17,15 @@ want() {  # want FOLDER: true when FOLDER is to be regenerated; it is then empti
   echo "== example_logs/$1" >&2
 }
 
-if want gsm8k-sequential-qwen2.5-coder-0.5b; then
-  mkdir -p example_logs/gsm8k-sequential-qwen2.5-coder-0.5b
-  python run.py --method baseline text_mas latent_mas --task gsm8k --max_samples 3 --data_dir ../shared/data \
+sequential() {  # sequential TASK: baseline, text_mas and latent_mas on 3 items of TASK
+  local dir=example_logs/$1-sequential-qwen2.5-coder-0.5b
+  mkdir -p "$dir"
+  python run.py --method baseline text_mas latent_mas --task "$1" --max_samples 3 --data_dir ../shared/data \
       --model_name $QWEN --latent_steps 10 --temperature 0 --max_new_tokens 128 --generate_bs 3 \
-      --output_dir example_logs/gsm8k-sequential-qwen2.5-coder-0.5b \
-      > example_logs/gsm8k-sequential-qwen2.5-coder-0.5b/console.log
-fi
+      --output_dir "$dir" > "$dir/console.log"
+}
+
+if want gsm8k-sequential-qwen2.5-coder-0.5b; then sequential gsm8k; fi
 
 if want gsm8k-hierarchical-qwen2.5-coder-0.5b; then
   mkdir -p example_logs/gsm8k-hierarchical-qwen2.5-coder-0.5b
@@ -33,13 +35,7 @@ if want gsm8k-hierarchical-qwen2.5-coder-0.5b; then
       > example_logs/gsm8k-hierarchical-qwen2.5-coder-0.5b/console.log
 fi
 
-if want mbppplus-sequential-qwen2.5-coder-0.5b; then
-  mkdir -p example_logs/mbppplus-sequential-qwen2.5-coder-0.5b
-  python run.py --method baseline text_mas latent_mas --task mbppplus --max_samples 3 --data_dir ../shared/data \
-      --model_name $QWEN --latent_steps 10 --temperature 0 --max_new_tokens 128 --generate_bs 3 \
-      --output_dir example_logs/mbppplus-sequential-qwen2.5-coder-0.5b \
-      > example_logs/mbppplus-sequential-qwen2.5-coder-0.5b/console.log
-fi
+if want mbppplus-sequential-qwen2.5-coder-0.5b; then sequential mbppplus; fi
 
 if want report; then  # the paired comparisons over the run folders above
   python report.py example_logs/gsm8k-sequential-qwen2.5-coder-0.5b example_logs/gsm8k-hierarchical-qwen2.5-coder-0.5b \

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 from data import get_task, load_task  # noqa: E402
 from paper_results import MODEL_SIZES, SPLIT_SIZES, TASK_LABELS, lookup  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DefaultsHelpFormatter, add_flags, enable_thinking  # noqa: E402
-from run import differing_setting, human_bytes, parse_args, run_settings, validate  # noqa: E402
+from flags import (DefaultsHelpFormatter, add_flags, differing_setting, enable_thinking, human_bytes,  # noqa: E402
+                   parse_args, run_settings, validate)
 
 PAPER_MODELS = list(MODEL_SIZES)
 PAPER_TASKS = list(TASK_LABELS)

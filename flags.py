@@ -93,8 +93,8 @@ FLAGS: dict[str, dict] = {
                 help="latent_mas: store, print and save the K most likely LM-head tokens and the K nearest input embeddings "
                      "of every latent step (0: off, no extra work)"),
     "settings_file": dict(default=None,
-                help="JSON object of flag -> value (e.g. best_settings.json from scripts/calibrate.py); flags given on the "
-                     "command line win"),
+                help="replay a run: its summary.json (OUT/summary.json), or a JSON object of flag -> value (e.g. "
+                     "best_settings.json from scripts/calibrate.py); flags given on the command line win"),
     "max_kv_bytes": dict(default=None, metavar="SIZE",
                 help="refuse, before any work, a run whose estimated peak KV cache exceeds SIZE (bytes, or e.g. 512MiB, "
                      "20GB, 1.5G)"),
@@ -364,6 +364,8 @@ def validate(args: argparse.Namespace) -> None:
     check_decoding_flags(args)
     if not math.isfinite(args.realign_lambda):  # argparse's float() accepts "nan" and "inf"
         raise UsageError(f"--realign_lambda must be a finite number (got {args.realign_lambda})")
+    if args.latent_only and args.sequential_info_only:
+        raise UsageError("--latent_only and --sequential_info_only are two different memory ablations; pick one")
     if args.hierarchy == "parallel" and args.prompt != "hierarchical":
         raise UsageError("--hierarchy parallel applies to --prompt hierarchical only")
     if args.realign_lambda < 0:

@@ -54,6 +54,29 @@ def latent_steps_warning(args: argparse.Namespace) -> str | None:
             "into the shared memory, with no latent thought; the paper searched --latent_steps 0, 10, 20, 40, 80")
 
 
+def run_notes(args: argparse.Namespace, split_size: int, default_model: bool) -> list[str]:
+    """What a run does differently from what its flags may suggest, said once on stderr (after every check)."""
+    notes = []
+    if default_model:
+        notes.append(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; the paper's models are "
+                     f"--model_name {PAPER_MODELS}")
+    if args.max_samples > split_size:
+        notes.append(f"warning: --max_samples {args.max_samples}: {args.task} {args.split} has {split_size} items; "
+                     f"running all {split_size}")
+    if args.decode_latents and "latent_mas" not in args.method:
+        notes.append(f"warning: --decode_latents applies to latent_mas only, which this run does not include "
+                     f"(--method {' '.join(args.method)}): nothing is decoded")
+    return notes
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's stop): handled as Ctrl-C is, the summary marked interrupted, exit 143."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def default_output_dir(args: argparse.Namespace) -> Path:
     model = Path(args.model_name).name.replace("/", "_")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -114,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                          "only (vLLM has its own --tensor_parallel_size)")
     task = get_task(args.task)
     prompts = PromptBook.load(args.prompt_file, args.system_prompt)
-    if args.model_name is None:
+    default_model = args.model_name is None
+    if default_model:
         args.model_name = DEFAULT_MODEL
-        if ctx.main:
-            print(f"note: no --model_name given, using the packaged {DEFAULT_MODEL}; "
-                  f"the paper's models are --model_name {PAPER_MODELS}", file=sys.stderr)
-    items = load_task(args.task, split=args.split, data_dir=args.data_dir,
-                      max_samples=None if args.max_samples == -1 else args.max_samples)
+    items = load_task(args.task, split=args.split, data_dir=args.data_dir)
+    notes = run_notes(args, len(items), default_model)
+    if args.max_samples != -1:
+        items = items[:args.max_samples]
     settings = run_settings(args, task)
     seeds = list(args.seed)
     out_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args)
@@ -147,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     from model_store import check_model_name
 
     check_model_name(args.model_name)  # an unknown name fails here in seconds, before torch and the weights load
-    if ctx.main and (warning := latent_steps_warning(args)):  # after every check: bad input gets exactly one line
-        print(warning, file=sys.stderr)
+    if ctx.main:  # after every check: bad input gets exactly one line
+        for note in notes + [latent_steps_warning(args)]:
+            if note:
+                print(note, file=sys.stderr)
 
     import torch
 
@@ -236,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             skip = set(range(len(items))) - set(mine[(seed, name)])  # done, or another rank's
             new = run_method(method, args.task, task.answer_kind, items, skip, files.write_path, args.generate_bs,
                              trace=not args.quiet, extra={"seed": seed}, show_bar=not ctx.distributed,
-                             on_batch=progress.advance if progress else None)
+                             on_batch=progress.advance if progress else None,
+                             desc=f"{name} seed {seed}" if len(seeds) > 1 else name)
             written += len(new)
             if not ctx.distributed:
                 metrics = summarize(phase_records(files.previous, seed, name) + new, time.perf_counter() - start)
@@ -255,13 +281,13 @@ def main(argv: list[str] | None = None) -> int:
                 summary["items_per_rank"] = files.items_per_rank  # what each rank computed in this launch
                 for seed, name in phases:
                     finish_phase(seed, name, summarize(phase_records(merged, seed, name)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if ctx.main:
             summary["status"] = "interrupted"
             write_json(out_dir / "summary.json", summary)
-            print(f"interrupted: finished items are in {out_dir}; rerun with --resume --output_dir {out_dir}",
-                  file=sys.stderr)
-        return 130
+            print(f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: finished items are in "
+                  f"{out_dir}; rerun with --resume --output_dir {out_dir}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     if ctx.main:
         summary["status"] = "finished"
         write_json(out_dir / "summary.json", summary)
@@ -283,7 +309,15 @@ def final_line(args: argparse.Namespace, method: str, m: dict, seed: int) -> dic
 
 
 def cli() -> int:
-    return one_line_errors(main, "run.py")
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return one_line_errors(main, "run.py")
+    except KeyboardInterrupt as stop:  # before the first item (the model loading): nothing written yet
+        print(f"run.py: {'terminated' if isinstance(stop, Terminated) else 'interrupted'} before the first item; "
+              "nothing to resume", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
 
 
 if __name__ == "__main__":

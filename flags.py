@@ -218,6 +218,25 @@ def is_run_summary(raw: object) -> bool:
     return isinstance(raw, dict) and isinstance(raw.get("settings"), dict) and isinstance(raw.get("methods"), dict)
 
 
+def renamed_settings(raw: dict, path: str) -> dict:
+    """Flags renamed since a file was written, mapped to today's: the old --chain_specialists switch (off by default:
+    independent specialists) is --hierarchy (chain / parallel) of a hierarchical run, and meant nothing for a
+    sequential one. A file giving both, disagreeing, is refused: a replay never changes the topology silently."""
+    if "chain_specialists" not in raw:
+        return raw
+    raw = dict(raw)
+    chain = raw.pop("chain_specialists")
+    if not isinstance(chain, bool):
+        raise UsageError(f"--settings_file {path}: 'chain_specialists' must be true or false (got {chain!r})")
+    if raw.get("prompt") != "hierarchical":
+        return raw
+    hierarchy = "chain" if chain else "parallel"
+    if raw.setdefault("hierarchy", hierarchy) != hierarchy:
+        raise UsageError(f"--settings_file {path}: 'chain_specialists': {str(chain).lower()} (hierarchy {hierarchy}) "
+                         f"contradicts 'hierarchy': {raw['hierarchy']!r}")
+    return raw
+
+
 def read_settings_file(path: str) -> dict:
     """{dest: typed value} of a settings file, each value checked by the flag's own parser (type, choices).
 
@@ -233,6 +252,7 @@ def read_settings_file(path: str) -> dict:
     if not isinstance(raw, dict):
         raise UsageError(f"--settings_file {path}: expected a JSON object of flag name -> value, or a run's "
                          "summary.json")
+    raw = renamed_settings(raw, path)
     parser = build_parser()
     actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "settings_file")}
     values, unknown = {}, []

@@ -118,3 +118,15 @@ def test_sweep_help_shows_its_own_choices():
     text = " ".join(sweep.build_parser().format_help().split())
     assert "--output_dir OUTPUT_DIR the sweep folder: runs/<cell>, logs/<cell>.log, report/ --" in text
     assert "paper's search over 0, 10, 20, 40, 80) (default: 40)" in text
+
+
+def test_replaying_an_old_summary_keeps_its_topology(tmp_path):
+    """example_logs' hierarchical run recorded the old --chain_specialists false: independent specialists."""
+    old = ROOT / "example_logs" / "gsm8k-hierarchical-qwen2.5-coder-0.5b" / "summary.json"
+    assert run.parse_args(["--settings_file", str(old)]).hierarchy == "parallel"
+    sequential = ROOT / "example_logs" / "gsm8k-sequential-qwen2.5-coder-0.5b" / "summary.json"
+    assert run.parse_args(["--settings_file", str(sequential)]).hierarchy == "chain"
+    both = tmp_path / "both.json"
+    both.write_text(json.dumps({"prompt": "hierarchical", "chain_specialists": True, "hierarchy": "parallel"}))
+    with pytest.raises(run.UsageError, match="contradicts 'hierarchy'"):
+        run.parse_args(["--settings_file", str(both)])

@@ -138,11 +138,12 @@ def default(name: str):
     return spec.get("default", False if spec.get("action") == "store_true" else None)
 
 
-def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str) -> None:
-    """Add the named flags (keys of FLAGS or VLLM_FLAGS) with run.py's names, defaults and help."""
+def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str, **changed: dict) -> None:
+    """Add the named flags (keys of FLAGS or VLLM_FLAGS) with run.py's names, type, choices, defaults and help;
+    changed[name]: the fields a script sets otherwise for that flag (the sweep: its own --latent_steps default)."""
     for name in names:
         spec = {k: v for k, v in (FLAGS.get(name) or VLLM_FLAGS[name]).items() if k != "result"}
-        parser.add_argument(f"--{name}", **spec)
+        parser.add_argument(f"--{name}", **{**spec, **changed.get(name, {})})
 
 
 def fill_run_defaults(args: argparse.Namespace) -> None:
@@ -208,7 +209,7 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 # Keys run.py records in summary.json's settings that are not flags (replaying a summary skips them quietly), and
 # recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
 # (whose values are already among the recorded ones).
-RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm",
+RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm", "world_size",
                       "calibration_overlap_items", "settings_file_applied", "settings_file_overridden", "sampling")
 NOT_REPLAYED = ("output_dir", "settings_file")
 
@@ -298,7 +299,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.settings_file_overridden = sorted(k for k in values if k in explicit)
         for key, value in args.settings_file_applied.items():
             setattr(args, key, value)
+    recorded = Path(args.output_dir or "") / "summary.json"
+    if args.resume and args.output_dir and not args.settings_file and recorded.is_file():
+        resume_recorded(args, argv, str(recorded))
     return args
+
+
+def resume_recorded(args: argparse.Namespace, argv: list[str] | None, recorded: str) -> None:
+    """--resume --output_dir DIR alone continues DIR's run: the settings its summary.json recorded take the place of
+    the defaults (flags given must agree with them: --resume's check refuses any other result-changing value). A
+    --method the run did not have is added after its methods, whose results stay."""
+    explicit = explicit_flags(argv)
+    values = read_settings_file(recorded)
+    for key, value in values.items():
+        if key not in explicit:
+            setattr(args, key, value)
+    if "method" in explicit and "method" in values:
+        args.method = list(values["method"]) + [m for m in args.method if m not in values["method"]]
 
 
 def settings_file_record(path: str | None) -> dict:

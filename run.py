@@ -15,7 +15,7 @@ from errors import UsageError, one_line_errors
 # The run's configuration (flags.py: every setting once, its parser, settings files, checks and result keys); the
 # names are run.py's public interface too (tests and users call run.parse_args, run.build_parser, run.validate).
 from flags import (DEFAULT_MODEL, PAPER_MODELS, RESULT_KEYS, build_parser, calibration_overlap,  # noqa: F401
-                   check_kv_budget, differing_setting, enable_thinking, parse_args, read_settings_file,
+                   check_kv_budget, differing_setting, enable_thinking, parse_args, parse_size, read_settings_file,
                    run_settings, validate)
 
 

@@ -78,12 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", default=list(METHOD_ORDER), choices=METHOD_ORDER)
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="the paper: mean of 3 runs")
     # The flags run.py has too, with its names, defaults and help (flags.py); each cell passes them on.
-    p.add_argument("--output_dir", required=True, help="the sweep folder: runs/<cell>, logs/<cell>.log, report/")
-    p.add_argument("--latent_steps", type=int, default=40,
-                   help="latent_mas's latent thoughts per non-final agent in every cell (the sweep's choice, from the "
-                        "paper's search over 0, 10, 20, 40, 80)")
-    add_flags(p, "max_samples", "max_new_tokens", "latent_space_realign", "temperature", "generate_bs", "dtype",
-              "data_dir")
+    add_flags(p, "output_dir", "max_samples", "max_new_tokens", "latent_steps", "latent_space_realign", "temperature",
+              "generate_bs", "dtype", "data_dir",
+              output_dir=dict(required=True, help="the sweep folder: runs/<cell>, logs/<cell>.log, report/"),
+              latent_steps=dict(default=40, help="latent_mas's latent thoughts per non-final agent in every cell (the "
+                                                 "sweep's choice, from the paper's search over 0, 10, 20, 40, 80)"))
     p.add_argument("--run_args", default="", help="more run.py flags for every cell, one string, e.g. "
                                                   "\"--top_k 20 --hierarchy chain\"")
     p.add_argument("--launcher", default="", help="command before run.py, e.g. \"torchrun --standalone "

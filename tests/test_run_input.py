@@ -130,3 +130,24 @@ def test_replaying_an_old_summary_keeps_its_topology(tmp_path):
     both.write_text(json.dumps({"prompt": "hierarchical", "chain_specialists": True, "hierarchy": "parallel"}))
     with pytest.raises(run.UsageError, match="contradicts 'hierarchy'"):
         run.parse_args(["--settings_file", str(both)])
+
+
+def test_resume_needs_only_the_folder_and_adds_a_method(tmp_path, data_dir, tiny_model_dir, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert run.main(["--model_name", tiny_model_dir, "--data_dir", str(data_dir), "--max_samples", "2",
+                     "--method", "baseline", "--max_new_tokens", "3", "--temperature", "0", "--quiet",
+                     "--output_dir", str(out)]) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert run.main(["--resume", "--output_dir", str(out)]) == 0  # the hint printed after Ctrl-C, as printed
+    again = json.loads((out / "summary.json").read_text())
+    assert {k: again["settings"].get(k) for k in run.RESULT_KEYS} == {k: first["settings"].get(k) for k in run.RESULT_KEYS}
+    assert again["methods"]["baseline"]["n"] == 2
+    assert run.main(["--resume", "--output_dir", str(out), "--method", "text_mas"]) == 0
+    added = json.loads((out / "summary.json").read_text())
+    assert added["settings"]["method"] == ["baseline", "text_mas"] and set(added["methods"]) == {"baseline", "text_mas"}
+    assert added["methods"]["baseline"] == again["methods"]["baseline"] | {
+        k: added["methods"]["baseline"][k] for k in ("seconds", "seconds_per_item", "wall_seconds_this_process",
+                                                     "peak_memory")}
+    capsys.readouterr()
+    assert "max_new_tokens=3, now 5" in one_error(monkeypatch, capsys, "--resume", "--output_dir", out,
+                                                  "--max_new_tokens", 5)

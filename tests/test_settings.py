@@ -221,3 +221,23 @@ def test_report_keeps_runs_that_differ_only_in_backend_apart(tmp_path):
 
     rows = report.build_rows([run("hf", False), run("vllm", True)])
     assert len(rows) == 2
+
+
+def test_the_api_and_the_methods_take_the_cli_defaults():
+    """One default per setting: the Python API's and the methods' are flags.py's (the API's latent_steps was 10
+    where the CLI's is 0)."""
+    import dataclasses
+    import inspect
+
+    from latentmas import LatentMAS
+
+    api = {**inspect.signature(LatentMAS).parameters, **inspect.signature(LatentMAS.generate).parameters}
+    for name in ("latent_steps", "latent_space_realign", "realign_lambda", "think", "disable_thinking", "hierarchy",
+                 "latent_only", "sequential_info_only", "temperature", "top_p", "top_k"):
+        assert api[name].default == flags.default(name), name
+    assert api["seed"].default == flags.default("seed")[0]
+    fields = {f.name: f.default for f in dataclasses.fields(MethodSettings)}
+    for name, value in fields.items():
+        flag = {"topology": "prompt"}.get(name, name)
+        if name not in ("max_new_tokens", "seed"):
+            assert value == flags.default(flag), name

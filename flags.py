@@ -419,7 +419,7 @@ def validate(args: argparse.Namespace) -> None:
         if not 0 < args.gpu_memory_utilization <= 1:
             raise UsageError(f"--gpu_memory_utilization must be in (0, 1] (got {args.gpu_memory_utilization})")
         import importlib.util
-        if importlib.util.find_spec("vllm") is None:  # vllm_backend.INSTALL_HINT (not imported here: no torch yet)
+        if importlib.util.find_spec("vllm") is None:  # vllm_backend.INSTALL_HINT (not imported: it loads vLLM)
             raise UsageError("--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)")
         import torch
         if not torch.cuda.is_available():

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import run
+from test_first_run import cli_error  # run.py's cli: exit 2 and one line, returned
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,22 +30,14 @@ def stop_at_load(monkeypatch):
     monkeypatch.setattr(models.ModelWrapper, "from_pretrained", classmethod(refuse))
 
 
-def one_error(monkeypatch, capsys, *argv) -> str:
-    monkeypatch.setattr(sys, "argv", ["run.py", *map(str, argv)])
-    assert run.cli() == 2
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("run.py: error: "), lines
-    return lines[0]
-
-
 def test_contradicting_ablations_are_refused(monkeypatch, capsys):
-    assert "pick one" in one_error(monkeypatch, capsys, "--latent_only", "--sequential_info_only")
+    assert "pick one" in cli_error(monkeypatch, capsys, "--latent_only", "--sequential_info_only")
 
 
 def test_prompt_file_without_the_question_is_refused(monkeypatch, capsys, tmp_path, data_dir, stop_at_load):
     path = tmp_path / "prompts.json"
     path.write_text(json.dumps({"judger": "Answer well.\n\n{answer_format}"}))
-    message = one_error(monkeypatch, capsys, "--prompt_file", path, "--data_dir", data_dir, "--max_samples", 1,
+    message = cli_error(monkeypatch, capsys, "--prompt_file", path, "--data_dir", data_dir, "--max_samples", 1,
                         "--output_dir", tmp_path / "out")
     assert "'judger' has no {question}" in message
 
@@ -52,7 +45,7 @@ def test_prompt_file_without_the_question_is_refused(monkeypatch, capsys, tmp_pa
 def test_no_model_name_note_does_not_come_before_an_error(monkeypatch, capsys, tmp_path, data_dir):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    assert "is a file" in one_error(monkeypatch, capsys, "--data_dir", data_dir, "--output_dir", a_file)
+    assert "is a file" in cli_error(monkeypatch, capsys, "--data_dir", data_dir, "--output_dir", a_file)
 
 
 def warnings_before_load(capsys, *argv) -> list[str]:
@@ -149,5 +142,5 @@ def test_resume_needs_only_the_folder_and_adds_a_method(tmp_path, data_dir, tiny
         k: added["methods"]["baseline"][k] for k in ("seconds", "seconds_per_item", "wall_seconds_this_process",
                                                      "peak_memory")}
     capsys.readouterr()
-    assert "max_new_tokens=3, now 5" in one_error(monkeypatch, capsys, "--resume", "--output_dir", out,
+    assert "max_new_tokens=3, now 5" in cli_error(monkeypatch, capsys, "--resume", "--output_dir", out,
                                                   "--max_new_tokens", 5)

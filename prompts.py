@@ -110,4 +110,7 @@ def _read_prompt_file(path: str) -> dict[str, str]:
         except (KeyError, IndexError, ValueError) as exc:
             raise PromptError(f"prompt file {path}: key '{key}' has a bad placeholder ({exc}); "
                               "use {question}, {context}, {answer_format} and {{ }} for braces") from None
+        if "{question}" in DEFAULT_PROMPTS[key] and "{question}" not in text:  # an agent's prompt: else it runs blind
+            raise PromptError(f"prompt file {path}: key '{key}' has no {{question}}: the agent would never see the "
+                              "question")
     return raw

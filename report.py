@@ -20,22 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from errors import OneLineParser, ReportError, check_output_folder, one_line_errors
+from flags import result_keys
 from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
 
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}
 # A summary must give these per method; seconds_per_item is derived when an older summary lacks it.
 REQUIRED_METRICS = ("n", "accuracy", "avg_output_tokens", "seconds")
-# Settings that change results. Runs are merged into one row only where they agree, so the Improve ratios never
-# compare two settings; a key a summary lacks (an older run.py) counts as its own value.
-# Every method of a row must agree on these:
-COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "think", "disable_thinking",
-                   "dtype", "system_prompt", "prompt_file_sha256")
+# Settings that change results (flags.py's `result` marks, the same list --resume checks). Runs are merged into one
+# row only where they agree, so the Improve ratios never compare two settings; a key a summary lacks (an older
+# run.py) counts as its own value. Task, topology and model make the row's key (Run.key); every method of a row
+# must agree on the settings that act on all methods (the backend, use_vllm, included):
+ROW_KEYS = ("task", "prompt", "model_name")
+COMPARABLE_KEYS = tuple(k for k in result_keys("all") if k not in ROW_KEYS)
 # TextMAS and LatentMAS must also agree on the topology's details (the single agent has none):
-MAS_KEYS = ("hierarchy",)
+MAS_KEYS = tuple(k for k in result_keys("mas") if k not in ROW_KEYS)
 # And each method's own settings: one row per combination (a sweep of m gives one row per m).
-METHOD_KEYS = {"baseline": (), "text_mas": ("text_mas_context_length",),
-               "latent_mas": ("latent_steps", "latent_space_realign", "realign_lambda", "latent_only",
-                              "sequential_info_only")}
+METHOD_KEYS = {method: result_keys(method) for method in METHODS}
 
 
 # ---------------------------------------------------------------- ratios shared by both tables
@@ -105,7 +105,7 @@ class Run:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.settings["task"], self.settings["prompt"], self.settings["model_name"]
+        return tuple(self.settings[k] for k in ROW_KEYS)
 
     def values(self, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         """(key, JSON of the value) for each key: hashable, comparable, and a missing key stays distinct."""
@@ -129,7 +129,7 @@ def load_run(run_dir: Path) -> Run:
             or not isinstance(data.get("methods"), dict):
         raise ReportError(f"{path}: expected an object with 'settings' and 'methods' objects")
     settings = data["settings"]
-    for key in ("task", "prompt", "model_name"):
+    for key in ROW_KEYS:
         if not isinstance(settings.get(key), str) or not settings[key]:
             raise ReportError(f"{path}: settings.{key} is missing or not a string")
     for name, metrics in data["methods"].items():

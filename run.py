@@ -22,7 +22,7 @@ from flags import (DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpF
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
                "top_k", "seed", "think", "disable_thinking", "latent_space_realign", "realign_lambda", "latent_only",
                "sequential_info_only", "hierarchy", "text_mas_context_length", "system_prompt", "prompt_file_sha256",
-               "dtype", "use_vllm")
+               "dtype", "use_vllm", "vllm_judger_layout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,19 +215,56 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--method lists a method twice")
     if len(set(args.seed)) != len(args.seed):
         raise UsageError("--seed lists a seed twice")
-    if args.use_vllm:
-        if args.tensor_parallel_size < 1:
-            raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
-        if not 0 < args.gpu_memory_utilization <= 1:
-            raise UsageError(f"--gpu_memory_utilization must be in (0, 1] (got {args.gpu_memory_utilization})")
-        import importlib.util
-        if importlib.util.find_spec("vllm") is None:  # vllm_backend.INSTALL_HINT (not imported here: no torch yet)
-            raise UsageError("--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)")
-        import torch
-        if not torch.cuda.is_available():
-            raise UsageError("--use_vllm needs a CUDA GPU, and torch sees none; run without --use_vllm (HF backend)")
-    if args.use_second_HF_model and not args.use_vllm:
-        raise UsageError("--use_second_HF_model only applies with --use_vllm")
+    check_vllm_flags(args)
+
+
+def check_vllm_flags(args: argparse.Namespace) -> None:
+    """The vLLM flags: one line for a combination that cannot run. Resolves --vllm_judger_layout to the layout the
+    run uses (recorded, so --resume compares it)."""
+    if not args.use_vllm:
+        for flag in ("vllm_judger_layout", "vllm_kv_cache_gib", "gpu_memory_utilization"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} only applies with --use_vllm")
+        if args.use_second_HF_model:
+            raise UsageError("--use_second_HF_model only applies with --use_vllm")
+        return
+    if args.tensor_parallel_size < 1:
+        raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
+    import importlib.util
+    if importlib.util.find_spec("vllm") is None:
+        from vllm_backend import INSTALL_HINT
+        raise UsageError(INSTALL_HINT)
+    import torch
+
+    from engine import judger_layout, replays_exactly
+    from topology import make_plan
+    from vllm_backend import memory_settings
+
+    cuda = torch.cuda.is_available()
+    if not cuda and (args.tensor_parallel_size > 1 or args.use_second_HF_model):
+        raise UsageError("--tensor_parallel_size > 1 and --use_second_HF_model need CUDA GPUs; vLLM on CPU runs "
+                         "beside the HF model in one process")
+    memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization)
+    if "latent_mas" in args.method:
+        plan = make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
+                         sequential_info_only=args.sequential_info_only)
+        args.vllm_judger_layout = judger_layout(args.vllm_judger_layout, replays_exactly(plan))
+    elif args.vllm_judger_layout is not None:
+        raise UsageError("--vllm_judger_layout applies to latent_mas (its judger reads the latent memory)")
+
+
+def judger_layout_note(args: argparse.Namespace) -> str | None:
+    """--use_vllm on a plan whose memory no re-prefill can equal: say, once, that the judger uses `reference`."""
+    if not (args.use_vllm and "latent_mas" in args.method and args.vllm_judger_layout == "reference"):
+        return None
+    from engine import replays_exactly
+    from topology import make_plan
+
+    if replays_exactly(make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
+                                 sequential_info_only=args.sequential_info_only)):
+        return None
+    return ("note: --use_vllm: no re-prefill equals this plan's KV hand-off (parallel specialists, --latent_only or "
+            "--sequential_info_only), so the vLLM judger uses the reference layout (the reference's splice)")
 
 
 def run_settings(args: argparse.Namespace, task) -> dict:
@@ -239,6 +276,8 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
     # summaries see the same thing); several as a list.
     settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
+    if not args.use_vllm:  # HF runs record no judger layout, as before the flag existed (report.py's rows)
+        settings.pop("vllm_judger_layout", None)
     return settings
 
 
@@ -290,28 +329,32 @@ def default_output_dir(args: argparse.Namespace) -> Path:
 
 
 def load_vllm(args: argparse.Namespace, settings: dict):
-    """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the GPU memory it is told to take.
-    The HF weights are loaded only for latent_mas (its latent rollout), on --device2 with --use_second_HF_model,
-    else on --device (default cuda:0, beside vLLM: lower --gpu_memory_utilization to leave room for them).
-    For baseline/text_mas alone the wrapper has no weights (tokenizer, template and config only)."""
-    from models import ModelWrapper
-    from vllm_backend import VLLMEngine, vllm_dtype
+    """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the memory it is told to take.
+    The HF weights are loaded only for latent_mas (its latent rollout): on CUDA on --device2 with
+    --use_second_HF_model, else on --device (default cuda:0, beside vLLM: lower --gpu_memory_utilization to leave
+    room for them); on CPU in the same memory as vLLM. For baseline/text_mas alone the wrapper has no weights
+    (tokenizer, template and config only)."""
+    import torch
 
+    from models import ModelWrapper
+    from vllm_backend import VLLMEngine, memory_settings, vllm_dtype
+
+    cuda = torch.cuda.is_available()
     latent = "latent_mas" in args.method
     wrapper_kwargs = dict(latent_space_realign=args.latent_space_realign, realign_lambda=args.realign_lambda,
                           enable_thinking=enable_thinking(args))
     skeleton = ModelWrapper.without_weights(args.model_name, dtype=vllm_dtype(args.dtype), **wrapper_kwargs)
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids,
+                        dtype=vllm_dtype(args.dtype),
+                        memory=memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization),
                         tensor_parallel_size=args.tensor_parallel_size,
-                        gpu_memory_utilization=args.gpu_memory_utilization,
                         enable_prefix_caching=args.enable_prefix_caching, enable_prompt_embeds=latent,
-                        dtype=vllm_dtype(args.dtype), seed=args.seed[0])
+                        seed=args.seed[0], judger_layout=args.vllm_judger_layout)
     model = skeleton
     if latent:
-        device = args.device2 if args.use_second_HF_model else (args.device or "cuda:0")
+        device = args.device2 if args.use_second_HF_model else (args.device or ("cuda:0" if cuda else "cpu"))
         model = ModelWrapper.from_pretrained(args.model_name, device=device, dtype=args.dtype, **wrapper_kwargs)
-    settings["vllm"] = {"version": engine.version, "dtype": vllm_dtype(args.dtype),
-                        "enable_prompt_embeds": latent, "hf_weights_loaded": latent,
+    settings["vllm"] = {**engine.describe(), "hf_weights_loaded": latent,
                         "hf_device": str(model.device) if latent else None}
     return model, engine
 
@@ -376,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     from model_store import check_model_name
 
     check_model_name(args.model_name)  # an unknown name fails here in seconds, before torch and the weights load
-    if ctx.main and (warning := latent_steps_warning(args)):  # after every check: bad input gets exactly one line
-        print(warning, file=sys.stderr)
+    if ctx.main:  # after every check: bad input gets exactly one line
+        for line in filter(None, (latent_steps_warning(args), judger_layout_note(args))):
+            print(line, file=sys.stderr)
 
     import torch
 

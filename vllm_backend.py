@@ -89,9 +89,10 @@ def vllm_sampling_values(config: GenerationConfig | None) -> dict:
     return values
 
 
-def handoff_embeds(handoff: Handoff, prompts: Sequence[str], layout: str) -> list[torch.Tensor]:
-    """The final agent's prompt embeddings, one unpadded [T_i, d] row per prompt, in a judger layout."""
-    if layout == "kv":
+def handoff_embeds(handoff: Handoff, prompts: Sequence[str], requested: str | None) -> list[torch.Tensor]:
+    """The final agent's prompt embeddings, one unpadded [T_i, d] row per prompt, in the judger layout
+    judger_layout(requested, handoff.exact) gives."""
+    if judger_layout(requested, handoff.exact) == "kv":
         return [replay_embeds(handoff.model, segs, p) for segs, p in zip(handoff.segments, prompts)]
     return [judger_embeds(handoff.model, m, segs, handoff.suffix) for m, segs in zip(handoff.messages, handoff.segments)]
 
@@ -179,8 +180,8 @@ class VLLMEngine:
                  on_step: Callable[[int, int], None] | None = None) -> Generation:
         """Decode rendered prompts; with a hand-off, from prompt embeddings in the judger layout."""
         if handoff is not None:
-            layout = judger_layout(self.judger_layout, handoff.exact)
-            return self.generate_embeds(handoff_embeds(handoff, prompts, layout), max_new_tokens=max_new_tokens,
+            return self.generate_embeds(handoff_embeds(handoff, prompts, self.judger_layout),
+                                        max_new_tokens=max_new_tokens,
                                         sampling=sampling, streams=streams, on_step=on_step)
         ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         return self._run([{"prompt_token_ids": list(row)} for row in ids], max_new_tokens, sampling, streams, on_step)

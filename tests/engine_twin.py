@@ -2,7 +2,7 @@
 go to the HF engine as they are; a latent hand-off becomes the prompt embeddings VLLMEngine would send, in the same
 judger layout, decoded by ModelWrapper.generate_embeds."""
 
-from engine import HFEngine, judger_layout
+from engine import HFEngine
 from vllm_backend import handoff_embeds
 
 
@@ -18,6 +18,6 @@ class EmbedsTwin(HFEngine):
         if handoff is None:
             self.calls.append(("texts", list(prompts)))
             return super().generate(prompts, **kw)
-        rows = handoff_embeds(handoff, prompts, judger_layout(self.layout, handoff.exact))
+        rows = handoff_embeds(handoff, prompts, self.layout)
         self.calls.append(("embeds", rows))
         return self.generate_embeds(rows, **kw)

@@ -139,6 +139,10 @@ class VLLMEngine:
     def version(self) -> str:
         return getattr(self.vllm, "__version__", "unknown")
 
+    def close(self) -> None:
+        """Stop the engine core process now (it would otherwise stay until the interpreter exits)."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def describe(self) -> dict:
         cuda = torch.cuda.is_available()
         return {"backend": self.name, "version": self.version, "dtype": self.dtype,

@@ -233,11 +233,6 @@ def vllm_engine(model: ModelWrapper, args):
                       max_model_len=args.max_model_len)
 
 
-def close(engine) -> None:
-    """Stop a vLLM engine's core process now (it would stay until the script ends)."""
-    engine.llm.llm_engine.engine_core.shutdown()
-
-
 def decode_rate(engine, prompts: list[str], max_new_tokens: int) -> tuple[dict, list[list[int]]]:
     sync()
     start = time.perf_counter()
@@ -273,7 +268,7 @@ def bench_throughput(args, items, task, engines: dict) -> list[dict]:
         if dtype == "float32":
             engines.update(backends, model=model)
         elif "vllm" in backends:
-            close(backends["vllm"])
+            backends["vllm"].close()
     return rows
 
 
@@ -308,6 +303,11 @@ def bench_paper(args, items, task, engines: dict) -> list[dict]:
     return rows
 
 
+def table(title: str, columns: list[str], lines: list[str]) -> list[str]:
+    """A Markdown section: its title, a table of these columns and rows, a blank line."""
+    return [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *lines, ""]
+
+
 def markdown(result: dict) -> str:
     out = [f"# Benchmark: {result['settings']['model_name']} on {result['settings']['device']}", "",
            "Settings: " + ", ".join(f"{k}={v}" for k, v in result["settings"].items()), ""]
@@ -322,33 +322,29 @@ def markdown(result: dict) -> str:
                        f"{r['wall_seconds_this_process']:.1f} | {ratios} |")
         out.append("")
     if result.get("steps"):
-        out += ["## One latent step vs one decode step", "",
-                "| Context | Latent step ms | Decode step ms | Latent / decode | Prefill tok/s |", "|---|---|---|---|---|"]
-        out += [f"| {r['context']} | {r['latent_step_ms']:.1f} | {r['decode_step_ms']:.1f} | {r['latent_over_decode']:.2f} | "
-                f"{r['prefill_tokens_per_s']:.0f} |" for r in result["steps"]]
-        out.append("")
+        out += table("One latent step vs one decode step",
+                     ["Context", "Latent step ms", "Decode step ms", "Latent / decode", "Prefill tok/s"],
+                     [f"| {r['context']} | {r['latent_step_ms']:.1f} | {r['decode_step_ms']:.1f} | "
+                      f"{r['latent_over_decode']:.2f} | {r['prefill_tokens_per_s']:.0f} |" for r in result["steps"]])
     if result.get("batching"):
-        out += ["## latent_mas throughput by batch size", "",
-                "| generate_bs | Items | Seconds | Items/s | vs first | Greedy outputs equal to the first size's |",
-                "|---|---|---|---|---|---|"]
-        out += [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | {r['vs_bs1']:.2f}x | "
-                f"{r.get('same_outputs_as_first', '-')}/{r['items']} |" for r in result["batching"]]
-        out.append("")
+        out += table("latent_mas throughput by batch size",
+                     ["generate_bs", "Items", "Seconds", "Items/s", "vs first", "Greedy outputs equal to the first size's"],
+                     [f"| {r['generate_bs']} | {r['items']} | {r['seconds']:.1f} | {r['items_per_s']:.3f} | "
+                      f"{r['vs_bs1']:.2f}x | {r.get('same_outputs_as_first', '-')}/{r['items']} |"
+                      for r in result["batching"]])
     if result.get("throughput"):
-        out += ["## Decode throughput by backend (greedy, same prompts)", "",
-                "| Backend | dtype | Batch | Tokens | Seconds | Tokens/s | Rows identical to the first backend's |",
-                "|---|---|---|---|---|---|---|"]
-        out += [f"| {r['backend']} | {r['dtype']} | {r['batch']} | {r['tokens']} | {r['seconds']:.1f} | "
-                f"{r['tokens_per_s']:.1f} | {r['rows_identical_to_first']}/{r['batch']} |" for r in result["throughput"]]
-        out.append("")
+        out += table("Decode throughput by backend (greedy, same prompts)",
+                     ["Backend", "dtype", "Batch", "Tokens", "Seconds", "Tokens/s", "Rows identical to the first backend's"],
+                     [f"| {r['backend']} | {r['dtype']} | {r['batch']} | {r['tokens']} | {r['seconds']:.1f} | "
+                      f"{r['tokens_per_s']:.1f} | {r['rows_identical_to_first']}/{r['batch']} |"
+                      for r in result["throughput"]])
     if result.get("paper"):
-        out += ["## TextMAS on vLLM vs LatentMAS (sequential, fp32, greedy)", "",
-                "| Method | Decoder | Accuracy | Output tokens | Seconds | Tokens vs TextMAS | Speed-up vs TextMAS |",
-                "|---|---|---|---|---|---|---|"]
-        out += [f"| {r['method']} | {r['decoder']} | {r['correct']}/{r['items']} | {r['output_tokens']} | "
-                f"{r['seconds']:.1f} | {r.get('tokens_vs_text_mas', float('nan')):.3f} | "
-                f"{r.get('speedup_vs_text_mas', float('nan')):.2f}x |" for r in result["paper"]]
-        out.append("")
+        out += table("TextMAS on vLLM vs LatentMAS (sequential, fp32, greedy)",
+                     ["Method", "Decoder", "Accuracy", "Output tokens", "Seconds", "Tokens vs TextMAS",
+                      "Speed-up vs TextMAS"],
+                     [f"| {r['method']} | {r['decoder']} | {r['correct']}/{r['items']} | {r['output_tokens']} | "
+                      f"{r['seconds']:.1f} | {r.get('tokens_vs_text_mas', float('nan')):.3f} | "
+                      f"{r.get('speedup_vs_text_mas', float('nan')):.2f}x |" for r in result["paper"]])
     if result.get("memory"):
         out += ["## KV memory", "", "| Topology | After | Positions | KV MB / item |", "|---|---|---|---|"]
         out += [f"| {r['topology']} | {r['after']} | {r['positions']} | {r['kv_bytes_per_item'] / 2**20:.2f} |"

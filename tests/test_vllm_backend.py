@@ -481,6 +481,13 @@ QUESTIONS = [{"id": "q1", "question": "What is 2 + 3?"},
              {"id": "q3", "question": "A train travels 60 km in the first hour and 45 km in the second hour. A car "
                                       "covers the same total distance in 3 hours at a constant speed. What is the "
                                       "car's speed in km per hour?"}]
+# The hierarchical summarizer of these small models answers every number question alike ("The final answer is 42."):
+# code questions give it rows that differ.
+CODE_QUESTIONS = [{"id": "c1", "question": "Write a function add(a, b) that returns a + b."},
+                  {"id": "c2", "question": "Write a function is_palindrome(s) that tells whether the string s reads "
+                                           "the same backwards, ignoring case."},
+                  {"id": "c3", "question": "Write a function longest_word(sentence) that returns the longest word of "
+                                           "a sentence; on a tie, the first of them."}]
 
 
 @pytest.fixture(scope="session")
@@ -493,24 +500,26 @@ def smol_vllm(smol_hf):
     """One vLLM engine for the whole session (about 35 s to start on CPU), fp32 as the HF model, 1 GiB of KV cache."""
     pytest.importorskip("vllm", reason="vLLM is not installed (bash scripts/install.sh --vllm)")
     memory = {"kv_cache_memory_bytes": 2 ** 30} if not torch.cuda.is_available() else {"gpu_memory_utilization": 0.3}
-    return VLLMEngine(smol_hf.source.path, smol_hf.tokenizer, smol_hf.eos_token_ids, dtype="float32", memory=memory,
-                      enable_prompt_embeds=True, max_model_len=4096)
+    engine = VLLMEngine(smol_hf.source.path, smol_hf.tokenizer, smol_hf.eos_token_ids, dtype="float32",
+                        memory=memory, enable_prompt_embeds=True, max_model_len=4096)
+    yield engine
+    engine.close()
 
 
-def decodes(method, items=QUESTIONS) -> list[list[int]]:
+def decodes(method, items=QUESTIONS, kind="number") -> list[list[int]]:
     """Run the method on the items (one batch); the token ids of every row its engine decoded, in call order."""
     calls, engine = [], method.engine
     generate = engine.generate
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(engine, "generate", lambda prompts, **kw: calls.append(generate(prompts, **kw)) or calls[-1])
-        method.run_batch(items, "number")
+        method.run_batch(items, kind)
     return [row for gen in calls for row in gen.token_ids]
 
 
-def on_both(name, smol_hf, smol_vllm, **settings):
+def on_both(name, smol_hf, smol_vllm, items=QUESTIONS, kind="number", **settings):
     settings = MethodSettings(**{"max_new_tokens": 32, "temperature": 0.0, **settings})
-    hf = decodes(METHODS[name](smol_hf, settings, PromptBook.load()))
-    vllm = decodes(METHODS[name](smol_hf, settings, PromptBook.load(), engine=smol_vllm))
+    hf = decodes(METHODS[name](smol_hf, settings, PromptBook.load()), items, kind)
+    vllm = decodes(METHODS[name](smol_hf, settings, PromptBook.load(), engine=smol_vllm), items, kind)
     identical = sum(a == b for a, b in zip(hf, vllm))
     print(f"{name} {settings.topology}: {identical}/{len(hf)} rows token-identical")
     return hf, vllm
@@ -525,8 +534,10 @@ def test_vllm_decodes_token_prompts_like_hf(smol_hf, smol_vllm, name):
 
 @pytest.mark.parametrize("topology", ["sequential", "hierarchical"])
 def test_vllm_kv_layout_judger_equals_the_hf_kv_path(smol_hf, smol_vllm, topology):
-    hf, vllm = on_both("latent_mas", smol_hf, smol_vllm, topology=topology, latent_steps=3, max_new_tokens=24)
-    assert len(hf) == len(QUESTIONS) and len(set(map(tuple, hf))) > 1
+    items, kind = (QUESTIONS, "number") if topology == "sequential" else (CODE_QUESTIONS, "code")
+    hf, vllm = on_both("latent_mas", smol_hf, smol_vllm, items, kind, topology=topology, latent_steps=3,
+                       max_new_tokens=24)
+    assert len(hf) == len(items) and len(set(map(tuple, hf))) == len(items)
     assert vllm == hf
 
 

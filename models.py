@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -39,6 +39,22 @@ class Generation:
     token_ids: list[list[int]]
     num_tokens: list[int]
     kv: dict | None = None  # Memory.usage() of the largest cache held while decoding, positions of every row
+    ended_by_eos: list[bool] = field(default_factory=list)  # per row: ended by EOS (True) or cut at the budget
+
+
+def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequence[int]) -> Generation:
+    """A Generation from per-row generated token ids, for every engine: each row cut after its first EOS (counted,
+    and the row marked as ended by EOS), its text decoded with skip_special_tokens=True."""
+    eos = set(eos_token_ids)
+    texts, ids, counts, ended = [], [], [], []
+    for row in rows:
+        row = list(row)
+        n = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
+        ids.append(row[:n])
+        counts.append(n)
+        ended.append(bool(row[:n]) and row[n - 1] in eos)
+        texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+    return Generation(texts, ids, counts, ended_by_eos=ended)
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -554,22 +570,9 @@ class ModelWrapper:
             logits, memory = self._forward_logits(torch.ones_like(token)[:, None], memory, input_ids=token[:, None])
         if len(live) and steps:  # rows still in the batch at the end (the budget was reached)
             retire(torch.ones_like(live, dtype=torch.bool))
-        result = self._finish(generated[:, :steps], eos)
+        result = finish_rows(self.tokenizer, generated[:, :steps].tolist(), self.eos_token_ids)
         result.kv = {**peak, "row_positions": positions} if peak else memory.usage()
         return result
-
-    def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
-        texts, ids, counts = [], [], []
-        for row in generated.tolist():
-            n = len(row)
-            for i, tok in enumerate(row):
-                if tok in eos.tolist():
-                    n = i + 1
-                    break
-            ids.append(row[:n])
-            counts.append(n)
-            texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
-        return Generation(texts, ids, counts)
 
 
 def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = None,

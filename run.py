@@ -15,7 +15,7 @@ from errors import UsageError, check_output_folder, one_line_errors
 # The run's configuration (flags.py: every setting once, its parser, settings files, checks and result keys); the
 # names are run.py's public interface too (tests and users call run.parse_args, run.build_parser, run.validate).
 from flags import (DEFAULT_MODEL, PAPER_MODELS, RESULT_KEYS, build_parser, calibration_overlap,  # noqa: F401
-                   check_kv_budget, differing_setting, enable_thinking, parse_args, parse_size, read_settings_file,
+                   check_kv_budget, differing_setting, enable_thinking, judger_layout_note, parse_args, parse_size, read_settings_file,
                    run_settings, validate)
 
 
@@ -70,28 +70,32 @@ def default_output_dir(args: argparse.Namespace) -> Path:
 
 
 def load_vllm(args: argparse.Namespace, settings: dict):
-    """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the GPU memory it is told to take.
-    The HF weights are loaded only for latent_mas (its latent rollout), on --device2 with --use_second_HF_model,
-    else on --device (default cuda:0, beside vLLM: lower --gpu_memory_utilization to leave room for them).
-    For baseline/text_mas alone the wrapper has no weights (tokenizer, template and config only)."""
-    from models import ModelWrapper
-    from vllm_backend import VLLMEngine, vllm_dtype
+    """--use_vllm: (HF wrapper, VLLMEngine). vLLM is started first, so it finds the memory it is told to take.
+    The HF weights are loaded only for latent_mas (its latent rollout): on CUDA on --device2 with
+    --use_second_HF_model, else on --device (default cuda:0, beside vLLM: lower --gpu_memory_utilization to leave
+    room for them); on CPU in the same memory as vLLM. For baseline/text_mas alone the wrapper has no weights
+    (tokenizer, template and config only)."""
+    import torch
 
+    from models import ModelWrapper
+    from vllm_backend import VLLMEngine, memory_settings, vllm_dtype
+
+    cuda = torch.cuda.is_available()
     latent = "latent_mas" in args.method
     wrapper_kwargs = dict(latent_space_realign=args.latent_space_realign, realign_lambda=args.realign_lambda,
                           enable_thinking=enable_thinking(args))
     skeleton = ModelWrapper.without_weights(args.model_name, dtype=vllm_dtype(args.dtype), **wrapper_kwargs)
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids,
+                        dtype=vllm_dtype(args.dtype),
+                        memory=memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization),
                         tensor_parallel_size=args.tensor_parallel_size,
-                        gpu_memory_utilization=args.gpu_memory_utilization,
                         enable_prefix_caching=args.enable_prefix_caching, enable_prompt_embeds=latent,
-                        dtype=vllm_dtype(args.dtype), seed=args.seed[0])
+                        seed=args.seed[0], judger_layout=args.vllm_judger_layout)
     model = skeleton
     if latent:
-        device = args.device2 if args.use_second_HF_model else (args.device or "cuda:0")
+        device = args.device2 if args.use_second_HF_model else (args.device or ("cuda:0" if cuda else "cpu"))
         model = ModelWrapper.from_pretrained(args.model_name, device=device, dtype=args.dtype, **wrapper_kwargs)
-    settings["vllm"] = {"version": engine.version, "dtype": vllm_dtype(args.dtype),
-                        "enable_prompt_embeds": latent, "hf_weights_loaded": latent,
+    settings["vllm"] = {**engine.describe(), "hf_weights_loaded": latent,
                         "hf_device": str(model.device) if latent else None}
     return model, engine
 
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     check_model_name(args.model_name)  # an unknown name fails here in seconds, before torch and the weights load
     if ctx.main:  # after every check: bad input gets exactly one line
-        for note in notes + [latent_steps_warning(args)]:
+        for note in notes + [latent_steps_warning(args), judger_layout_note(args)]:
             if note:
                 print(note, file=sys.stderr)
 

@@ -10,7 +10,8 @@ from typing import Callable, Sequence
 import torch
 
 from flags import default
-from models import ModelWrapper
+from engine import Engine, HFEngine, Handoff
+from models import Generation, ModelWrapper
 from prompts import PromptBook
 from sampling import stream_seed
 from topology import make_plan
@@ -70,12 +71,13 @@ class Method:
     name = "method"
     uses_think_token = False  # --think applies to this method's agents (the reference: latent_mas only)
 
-    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook, engine=None) -> None:
+    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook,
+                 engine: Engine | None = None) -> None:
         self.model = model
         self.settings = settings
         self.prompts = prompts
-        # --use_vllm: a vllm_backend.VLLMEngine (or its HF twin HFEngine) that decodes instead of the HF model.
-        self.engine = engine
+        # What every decode goes through (engine.py): the HF model by default, vLLM with --use_vllm.
+        self.engine = engine if engine is not None else HFEngine(model)
         self.sampling = model.sampling_config(settings.temperature, settings.top_p, settings.top_k)
         # Which agents run, in which order, what each reads and keeps (topology.py); the API may set its own roles.
         self.plan = make_plan(settings.topology, settings.hierarchy, latent_only=settings.latent_only,
@@ -156,19 +158,12 @@ class Method:
                 self.progress(f"{name}: {work} {done}/{total}, ~{left:.0f}s left at most")
         return on_step
 
-    def generate(self, prompts: list[str], streams: list[int] | None, memory=None, roles: Sequence[str] = ()):
-        """Decode rendered prompts (rows matching `streams`) of the agents `roles`, after `memory` when given."""
-        s = self.settings
-        if self.engine is not None and memory is None:
-            self.report(roles, "decoding on the engine")
-            # Same settings and the same Generation (token counts up to and including EOS) from the engine.
-            gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                             streams=streams)
-            self.track_kv(gen.kv)
-            return gen
-        ids, mask = self.model.encode(prompts)
-        gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                  streams=streams, on_step=self.report(roles, "tokens"))
+    def generate(self, prompts: list[str], streams: list[int] | None, handoff: Handoff | None = None,
+                 roles: Sequence[str] = ()) -> Generation:
+        """Decode rendered prompts (rows matching `streams`) of the agents `roles` on the engine, after the latent
+        hand-off when given."""
+        gen = self.engine.generate(prompts, max_new_tokens=self.settings.max_new_tokens, sampling=self.sampling,
+                                   streams=streams, handoff=handoff, on_step=self.report(roles, "tokens"))
         self.track_kv(gen.kv)
         return gen
 

@@ -31,6 +31,7 @@ class Fault:
     name: str
     apply: Callable  # apply(patch): patch.setattr(owner, name, value) for each change
     catchers: tuple[str, ...]  # node ids of default-suite tests that must fail under the fault
+    vllm_catchers: tuple[str, ...] = ()  # more, on stock vLLM: run where vllm is importable (CI installs it)
 
 
 # ------------------------------------------------------------------------------------------------ latent core
@@ -376,6 +377,33 @@ def setting_faults() -> list[Fault]:
             if METHOD_FIELD.get(name, name) in fields and flags.default(name) is not None
             and not isinstance(flags.default(name), list)]
 
+# ------------------------------------------------------------------------------------------------- the engines
+
+def vllm_judger_in_reference_layout(patch):
+    """The vLLM judger always re-prefilled in the reference's splice, where the `kv` layout is exact."""
+    import vllm_backend
+
+    patch.setattr(vllm_backend, "judger_layout", lambda requested, exact: "reference")
+
+
+def vllm_rows_unseeded(patch):
+    """vLLM requests sent without their rows' stream seeds: what a row samples depends on its batch."""
+    from vllm_backend import VLLMEngine
+
+    params = VLLMEngine._params
+    patch.setattr(VLLMEngine, "_params", lambda self, rows, max_new_tokens, sampling, streams:
+                  params(self, rows, max_new_tokens, sampling, None))
+
+
+def vllm_greedy_sampled(patch):
+    """vLLM handed other sampling values than the run's: greedy decoding sent as sampling at temperature 1."""
+    import vllm_backend
+
+    values = vllm_backend.vllm_sampling_values
+    patch.setattr(vllm_backend, "vllm_sampling_values", lambda config: {**values(config), "temperature": 1.0}
+                  if config is None or not config.do_sample else values(config))
+
+
 FAULTS = [
     Fault("memory mask all ones (the reference's padding bug)", memory_mask_all_ones, (
         "tests/test_cli.py::test_batch_size_does_not_change_greedy_outputs[sequential]",
@@ -437,6 +465,15 @@ FAULTS = [
     Fault("text_mas context limit keeps the start of the earlier work", text_mas_context_keeps_the_start, (
         "tests/test_settings.py::test_result_setting_changes_the_run[text_mas_context_length]",)),
     *setting_faults(),
+    Fault("vLLM judger in the reference layout where kv is exact", vllm_judger_in_reference_layout, (
+        "tests/test_vllm_backend.py::test_kv_layout_replays_the_kv_hand_off[sequential]",), (
+        "tests/test_vllm_backend.py::test_vllm_kv_layout_judger_equals_the_hf_kv_path[sequential]",)),
+    Fault("vLLM rows sent without their stream seeds", vllm_rows_unseeded, (
+        "tests/test_vllm_backend.py::test_vllm_engine_calls_and_conversions",), (
+        "tests/test_vllm_backend.py::test_vllm_sampled_rows_do_not_depend_on_batching",)),
+    Fault("vLLM greedy decoding sent as sampling", vllm_greedy_sampled, (
+        "tests/test_vllm_backend.py::test_vllm_engine_calls_and_conversions",), (
+        "tests/test_vllm_backend.py::test_vllm_decodes_token_prompts_like_hf[baseline]",)),
 ]
 
 BY_NAME = {fault.name: fault for fault in FAULTS}

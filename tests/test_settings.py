@@ -184,7 +184,8 @@ PROBES = {name[len("probe_"):]: f for name, f in globals().items() if name.start
 NOT_PROBED = {
     "model_name": "which weights load; the loading is tested in tests/test_model_store.py",
     "split": "the local data holds only the test split",
-    "use_vllm": "needs vLLM and a CUDA GPU; the engine path runs on its HF twin in tests/test_vllm_backend.py",
+    "use_vllm": "starts a vLLM engine; tests/test_vllm_backend.py runs both backends on the same items",
+    "vllm_judger_layout": "with vLLM; tests/test_vllm_backend.py shows kv equals the HF hand-off and reference differs",
 }
 
 

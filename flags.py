@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from data import TASKS  # torch-free: data.py imports only the standard library, utils.py and sandbox.py
+from data import TASKS  # torch-free: data.py imports only the standard library, utils.py, code_check.py, sandbox.py
 from errors import UsageError
 from topology import HIERARCHIES, ROLES
 
@@ -58,6 +58,11 @@ FLAGS: dict[str, dict] = {
                 help="render every agent of every method in the chat template's non-thinking mode (enable_thinking=False; "
                      "Qwen3: an empty <think></think> block). Default: the template's own default rendering (Qwen3: thinking"
                      " mode, as the paper ran)"),
+    "score_whole_text": dict(action="store_true",
+                help="score as the reference did: read the answer from the whole output, thinking included, and credit the "
+                     "last-number / last-line fallbacks also in outputs cut at the token budget. Default: only the text "
+                     "after the last </think> (thinking never closed: no answer) and, for outputs cut at the budget, only "
+                     "an answer they committed to (a box, an answer phrase)"),
     "latent_space_realign": dict(action="store_true",
                 help="ridge realignment W_a (else identity; norm matching always)"),
     "realign_lambda": dict(type=float, default=1e-5, help="ridge lambda of the realignment"),

@@ -38,6 +38,11 @@ class Generation:
     token_ids: list[list[int]]
     num_tokens: list[int]
     kv: dict | None = None  # Memory.usage() of the largest cache held while decoding, positions of every row
+    cut_at_budget: list[bool] | None = None  # per row: no EOS, decoding stopped at max_new_tokens (None: unknown)
+
+    def cut(self, row: int) -> bool:
+        """Whether row `row` was cut at the token budget (False where unknown)."""
+        return bool(self.cut_at_budget and self.cut_at_budget[row])
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -552,7 +557,7 @@ class ModelWrapper:
         return result
 
     def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
-        texts, ids, counts = [], [], []
+        texts, ids, counts, cut = [], [], [], []
         for row in generated.tolist():
             n = len(row)
             for i, tok in enumerate(row):
@@ -561,8 +566,9 @@ class ModelWrapper:
                     break
             ids.append(row[:n])
             counts.append(n)
+            cut.append(not row[:n] or row[n - 1] not in eos.tolist())  # no EOS: the loop ran to max_new_tokens
             texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
-        return Generation(texts, ids, counts)
+        return Generation(texts, ids, counts, cut_at_budget=cut)
 
 
 def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = None,

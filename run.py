@@ -17,12 +17,13 @@ from pathlib import Path
 from errors import OneLineParser, UsageError, one_line_errors
 from flags import (DEFAULT_MODEL, FLAGS, PAPER_MODELS, VLLM_FLAGS, DefaultsHelpFormatter, add_flags,
                    check_decoding_flags, enable_thinking)
+from utils import ANSWER_RULES
 
 # Settings that change results: a --resume must match them exactly.
 RESULT_KEYS = ("task", "split", "model_name", "prompt", "max_new_tokens", "latent_steps", "temperature", "top_p",
                "top_k", "seed", "think", "disable_thinking", "latent_space_realign", "realign_lambda", "latent_only",
                "sequential_info_only", "hierarchy", "text_mas_context_length", "system_prompt", "prompt_file_sha256",
-               "dtype", "use_vllm")
+               "dtype", "use_vllm", "score_whole_text")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 # Keys run.py records in summary.json's settings that are not flags (replaying a summary skips them quietly), and
 # recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
 # (whose values are already among the recorded ones).
-RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm",
+RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "answer_rule", "model", "versions", "kv_estimate", "vllm",
                       "calibration_overlap_items", "settings_file_applied", "settings_file_overridden", "sampling")
 NOT_REPLAYED = ("output_dir", "settings_file")
 
@@ -236,6 +237,7 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     settings["prompt_file_sha256"] = (
         hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
     settings["answer_kind"] = task.answer_kind
+    settings["answer_rule"] = ANSWER_RULES[args.score_whole_text]
     # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
     # summaries see the same thing); several as a list.
     settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             skip = set(range(len(items))) - set(mine[(seed, name)])  # done, or another rank's
             new = run_method(method, args.task, task.answer_kind, items, skip, files.write_path, args.generate_bs,
                              trace=not args.quiet, extra={"seed": seed}, show_bar=not ctx.distributed,
-                             on_batch=progress.advance if progress else None)
+                             on_batch=progress.advance if progress else None, whole_text=args.score_whole_text)
             written += len(new)
             if not ctx.distributed:
                 metrics = summarize(phase_records(files.previous, seed, name) + new, time.perf_counter() - start)

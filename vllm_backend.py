@@ -52,14 +52,15 @@ def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequenc
     """Generation from per-row generated token ids, exactly like the HF path: each row cut after its first EOS
     (counted), text decoded with the same tokenizer and skip_special_tokens=True."""
     eos = set(eos_token_ids)
-    texts, ids, counts = [], [], []
+    texts, ids, counts, cut = [], [], [], []
     for row in rows:
         row = list(row)
         n = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
         ids.append(row[:n])
         counts.append(n)
+        cut.append(not row[:n] or row[n - 1] not in eos)  # no EOS: stopped at max_tokens
         texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
-    return Generation(texts, ids, counts)
+    return Generation(texts, ids, counts, cut_at_budget=cut)
 
 
 # ----------------------------------------------------------------------------------------------------- engines

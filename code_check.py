@@ -133,11 +133,16 @@ def send(frame):
     channel.write(pack(">Q", len(data)) + data)
     channel.flush()
 
+def numpy_types():
+    numpy = sys.modules.get("numpy")
+    return (numpy.ndarray, numpy.generic, numpy.dtype) if numpy else ()
+
 class Sender(pickle.Pickler):
     """Plain values as they are (subclasses as their base type), numpy as itself, the rest as stand-ins."""
     def reducer_override(self, obj):
         t = type(obj)
-        if t in (complex, bytearray, range, slice, set, frozenset) or t.__module__ in ("numpy", "fractions", "decimal") \
+        if t in (complex, bytearray, range, slice, set, frozenset) or t.__module__ in ("fractions", "decimal") \
+                or t.__module__.split(".")[0] == "numpy" and isinstance(obj, numpy_types()) \
                 or t is collections.deque or isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
             return NotImplemented  # classes and functions by reference: the checker accepts only its few
         for base in (int, float, complex, str, bytes, list, tuple, dict, set, frozenset):
@@ -227,6 +232,7 @@ ALLOWED = {("builtins", n) for n in ("set", "frozenset", "complex", "range", "sl
 ALLOWED |= {("fractions", "Fraction"), ("decimal", "Decimal"), ("collections", "deque"), ("numpy", "ndarray"),
             ("numpy", "dtype"), ("__main__", "Opaque"), ("__main__", "Iterator"), ("__main__", "View")}
 ALLOWED |= {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+ALLOWED |= {(m, "_frombuffer") for m in ("numpy.core.numeric", "numpy._core.numeric")}
 
 class Receiver(pickle.Unpickler):
     def find_class(self, module, name):

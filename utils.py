@@ -264,9 +264,8 @@ CUT_BEFORE_ANSWER = Extraction(None, "cut_before_answer")
 
 
 def _as_reading(output: Reading | str | None) -> Reading:
-    """A Reading of `output`; plain text is read whole, as an output that ended by EOS and does not think (the
-    reference helpers' view)."""
-    return output if isinstance(output, Reading) else Reading(output or "")
+    """A Reading of `output`; plain text is read as an output that ended by EOS (read_output)."""
+    return output if isinstance(output, Reading) else read_output(output)
 
 
 def extract_number_with_rule(output: Reading | str | None) -> Extraction:

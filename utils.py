@@ -219,11 +219,18 @@ _PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}|\n|\.(?=\s|$)|;")
 _RATIO = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
 
 
+_OPERATOR = re.compile(r"\d\s*(?:\\times|×|\\cdot|\*|\^|\+|-)\s*[\d{\\(]")
+
+
 def _committed_value(chunk: str) -> str | None:
     """The value an answer phrase commits to: "12", "3 \\times 4 = 12" -> "12", "$18 + $2 = $20." -> "20",
-    "\\frac{1}{2}", "3/4", "70 000"."""
+    "\\frac{1}{2}", "3/4", "70 000"; an expression without its value ("1.5 \\times 10^3") as written, for
+    math-verify."""
     math = _SPACE_GROUPS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), _PROSE.split(chunk, 1)[0])
     math = re.split(r"=|\\approx|≈", math)[-1]  # an equation: its value is on the right
+    whole = _clean_math(math).strip(" .,:;!?()*_")
+    if whole and parse_number(whole) is None and _OPERATOR.search(whole):
+        return whole
     candidates = [m for m in (_FRAC.search(math), _RATIO.search(math), _NUM_RE.search(math)) if m]
     return min(candidates, key=lambda m: (m.start(), -len(m.group(0)))).group(0) if candidates else None
 

@@ -1,8 +1,11 @@
-"""Answer extraction and scoring on answers shaped as models really write them (table-driven), the extraction rule
-recorded with every prediction, and the failure reason of code that does not pass."""
+"""Answer extraction and scoring on answers shaped as models really write them (table-driven): what of an output is
+read (thinking, outputs cut at the token budget), number shapes, choices by option text, code checked out of the
+candidate's reach with EvalPlus's per-input limits, the records and summaries that carry it all, and
+scripts/rescore.py."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +19,8 @@ from utils import (
     normalize_answer,
 )
 from data import score_output, score_prediction, score_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # (model output, gold, expected prediction, expected correct) for the "number" kind (GSM8K).
 NUMBER = [
@@ -545,3 +550,36 @@ def test_score_whole_text_is_a_result_changing_flag():
     for flags, whole in (([], False), (["--score_whole_text"], True)):
         settings = run.run_settings(run.parse_args(flags), get_task("gsm8k"))
         assert settings["score_whole_text"] is whole and settings["answer_rule"] == utils.ANSWER_RULES[whole]
+
+
+def test_rescore_reports_and_writes_only_when_asked(tmp_path, capsys):
+    """scripts/rescore.py on a run folder of an older run.py (no rules, no cut_at_budget recorded)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rescore", ROOT / "scripts" / "rescore.py")
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    old = lambda i, text, tokens: {"method": "baseline", "index": i, "id": f"gsm8k/{i}", "question": "q", "gold": "5",
+                                   "prediction": "5", "correct": True, "output_tokens": tokens, "final_text": text,
+                                   "agents": [{"input": "prompt", "output": text, "output_tokens": tokens}]}
+    records = [old(0, "So 2 + 3 = 5 and", 8), old(1, "So 2 + 3 = 5", 5)]  # the first used the whole budget
+    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {"settings": {"task": "gsm8k", "max_new_tokens": 8},
+               "methods": {"baseline": {"n": 2, "correct": 2, "accuracy": 1.0, "seconds": 1.0}}}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    assert rescore.main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline: 2/2 -> 1/2 correct; cut at the budget: 1/2" in out
+    assert "item 0: '5' (correct, rule not recorded) -> None (wrong, cut_before_answer)" in out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing written without --write
+    assert rescore.main([str(run_dir), "--write"]) == 0
+    rewritten = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["correct"], r["extraction_rule"], r["cut_at_budget"]) for r in rewritten] == [
+        (False, "cut_before_answer", True), (True, "last_number", False)]
+    metrics = json.loads((run_dir / "summary.json").read_text())["methods"]["baseline"]
+    assert (metrics["correct"], metrics["accuracy"], metrics["cut_at_budget_share"], metrics["seconds"]) == (
+        1, 0.5, 0.5, 1.0)
+    assert rescore.one_line_errors(lambda: rescore.main([str(tmp_path)]), "rescore.py") == 2

@@ -2,8 +2,8 @@
 
 Items are dicts with at least `id`, `question` (the text shown to the model, without the answer instruction,
 which prompts.py adds from the task's answer kind), `solution` and `gold`. Choice tasks add `choices`
-({letter: text}); code tasks add `entry_point` and `timeout` (seconds), and their gold is the test code that
-runs after the candidate (candidate + "\\n" + gold, as in the reference).
+({letter: text}); code tasks add `entry_point`, their gold is the benchmark's test code and their `solution` the
+reference solution, whose time per test input sets the candidate's limits (code_check.py).
 
 Sources. By default the Hugging Face Hub datasets the reference uses (`datasets` is imported only then).
 Offline, from a local folder given by `data_dir` (run.py's --data_dir) or the LATENTMAS_DATA_DIR environment
@@ -38,31 +38,12 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from errors import DataError
-from utils import SCORERS, Score, extract_gold, format_number, parse_number, score_choice
+from utils import SCORERS, Score, extract_gold, format_number, parse_number, read_output, score_choice
 
 DATA_DIR_ENV = "LATENTMAS_DATA_DIR"
 # Seeds the A-D order of GPQA options built from the CSV (recorded with every item). 8 is the seed in 0-9 whose
 # golds are most even (A/B/C/D = 50/52/48/48); seed 0 gives 33/39/56/70, a letter bias models could exploit.
 GPQA_SEED = 8
-
-
-# Code items carry a per-program time limit ("timeout"). The reference used 10 s for every program, but some
-# benchmark tests take longer than that with the canonical solution itself, so a correct answer would time out.
-# Like EvalPlus (4x the ground truth's time), those items get 4x the seconds their canonical solution took on a
-# 2-core VM (serial, unsandboxed; the larger of a run on an idle and on a busy machine, load 5). Every other
-# canonical solution took under 2.5 s there, well inside the default.
-DEFAULT_CODE_TIMEOUT = 10.0
-REFERENCE_TEST_SECONDS = {
-    "Mbpp/599": 67.9, "HumanEval/139": 26.9, "Mbpp/255": 20.5, "HumanEval/15": 19.6, "Mbpp/392": 12.5,
-    "Mbpp/271": 9.6, "Mbpp/123": 9.4, "Mbpp/603": 8.9, "HumanEval/130": 8.9, "HumanEval/83": 7.7, "Mbpp/592": 6.3,
-    "HumanEval/94": 6.1, "HumanEval/59": 5.0, "HumanEval/36": 4.7, "Mbpp/389": 4.0, "Mbpp/589": 3.9,
-    "Mbpp/300": 3.8, "Mbpp/630": 2.8, "Mbpp/583": 2.7,
-}
-
-
-def code_timeout(task_id: str) -> float:
-    """Seconds a candidate plus the tests of `task_id` may run."""
-    return max(DEFAULT_CODE_TIMEOUT, 4 * REFERENCE_TEST_SECONDS.get(task_id, 0.0))
 
 
 @dataclass(frozen=True)
@@ -197,7 +178,6 @@ def _mbppplus(row: dict, i: int) -> dict:
         "solution": row["code"],
         "gold": (imports + "\n" if imports else "") + row["test"],
         "entry_point": mbpp_entry_point(row["code"], tests[0]),
-        "timeout": code_timeout(f"Mbpp/{row['task_id']}"),
     }
 
 
@@ -210,7 +190,6 @@ def _humanevalplus(row: dict, i: int) -> dict:
         # The reference's harness, kept so scores compare: rename the check's parameter, then call it.
         "gold": row["test"].replace("candidate", entry) + f"\n\ncheck({entry})",
         "entry_point": entry,
-        "timeout": code_timeout(row["task_id"]),
     }
 
 
@@ -404,22 +383,31 @@ def load_task(
 # Scoring through the registry: a task's answer kind picks its scorer (utils.SCORERS).
 
 
-def score_output(task: str, output_text: str, item: dict) -> Score:
-    """The full Score of one model output (prediction, correct, extraction rule, code failure reason)."""
+def score_output(task: str, output_text: str, item: dict, prompt: str = "", cut_at_budget: bool = False,
+                 whole_text: bool = False) -> Score:
+    """The full Score of one model output (prediction, correct, extraction rule, code failure reason).
+    prompt: the rendered prompt the output continues; cut_at_budget: decoding stopped at max_new_tokens, not EOS;
+    whole_text: the reference's rule (utils.read_output)."""
     t = get_task(task)
+    reading = read_output(output_text, prompt, cut_at_budget, whole_text)
     if t.answer_kind == "choice" and not item.get("choices"):
-        return score_choice(output_text or "", item, letters="".join(t.choices) or "ABCD")
-    return t.scorer(output_text or "", item)
+        return score_choice(reading, item, letters="".join(t.choices) or "ABCD")
+    return t.scorer(reading, item)
 
 
-def score_outputs(task: str, output_texts: list[str], items: list[dict], workers: int = 2) -> list[Score]:
-    """score_output over a batch; code candidates run in parallel sandboxes, in input order."""
+def score_outputs(task: str, output_texts: list[str], items: list[dict], workers: int = 2,
+                  prompts: list[str] | None = None, cut_at_budget: list[bool] | None = None,
+                  whole_text: bool = False) -> list[Score]:
+    """score_output over a batch (prompts and cut_at_budget per output, or none); code candidates run in
+    parallel sandboxes, in input order."""
     if len(output_texts) != len(items):
         raise ValueError(f"{len(output_texts)} outputs for {len(items)} items")
+    rows = list(zip(output_texts, items, prompts or [""] * len(items), cut_at_budget or [False] * len(items)))
+    score = lambda row: score_output(task, *row, whole_text=whole_text)
     if get_task(task).answer_kind != "code" or workers <= 1:
-        return [score_output(task, o, it) for o, it in zip(output_texts, items)]
+        return [score(row) for row in rows]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda pair: score_output(task, *pair), zip(output_texts, items)))
+        return list(pool.map(score, rows))
 
 
 def score_prediction(task: str, output_text: str, item: dict) -> tuple[str | None, bool]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from data import TASKS  # torch-free: data.py imports only the standard library, utils.py and sandbox.py
 from errors import OneLineParser, UsageError
+from utils import ANSWER_RULES
 from topology import HIERARCHIES, ROLES
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
@@ -66,6 +67,11 @@ FLAGS: dict[str, dict] = {
                 help="render every agent of every method in the chat template's non-thinking mode (enable_thinking=False; "
                      "Qwen3: an empty <think></think> block). Default: the template's own default rendering (Qwen3: thinking"
                      " mode, as the paper ran)"),
+    "score_whole_text": dict(result="all", action="store_true",
+                help="score as the reference did: read the answer from the whole output, thinking included, and credit the "
+                     "last-number / last-line fallbacks also in outputs cut at the token budget. Default: only the text "
+                     "after the last </think> (thinking never closed: no answer) and, for outputs cut at the budget, only "
+                     "an answer they committed to (a box, an answer phrase)"),
     "latent_space_realign": dict(result="latent_mas", action="store_true",
                 help="ridge realignment W_a (else identity; norm matching always)"),
     "realign_lambda": dict(result="latent_mas", type=float, default=1e-5, help="ridge lambda of the realignment"),
@@ -219,7 +225,7 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 # Keys run.py records in summary.json's settings that are not flags (replaying a summary skips them quietly), and
 # recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
 # (whose values are already among the recorded ones).
-RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "model", "versions", "kv_estimate", "vllm", "world_size",
+RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "answer_rule", "model", "versions", "kv_estimate", "vllm", "world_size",
                       "calibration_overlap_items", "settings_file_applied", "settings_file_overridden", "sampling")
 NOT_REPLAYED = ("output_dir", "settings_file")
 
@@ -484,6 +490,7 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
     # summaries see the same thing); several as a list.
     settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
+    settings["answer_rule"] = ANSWER_RULES[args.score_whole_text]
     if not args.use_vllm:  # HF runs record no judger layout, as before the flag existed (report.py's rows)
         settings.pop("vllm_judger_layout", None)
     return settings

@@ -56,10 +56,12 @@ def speedup(text_seconds: float | None, latent_seconds: float | None) -> float |
 
 
 def comparison_table(methods: dict[str, dict]) -> str:
-    """Markdown table, one row per method: accuracy, output tokens per item, seconds, and each against text_mas."""
+    """Markdown table, one row per method: accuracy, output tokens per item, seconds, each against text_mas, and
+    the share of final texts cut at the token budget (no EOS)."""
     ref = methods.get("text_mas")
-    header = "| Method | Accuracy (%) | Output tokens / item | Seconds | Tokens vs TextMAS | Speed-up vs TextMAS |"
-    rows = [header, "|---|---|---|---|---|---|"]
+    header = ("| Method | Accuracy (%) | Output tokens / item | Seconds | Tokens vs TextMAS | Speed-up vs TextMAS | "
+              "Cut at budget (%) |")
+    rows = [header, "|---|---|---|---|---|---|---|"]
     for name, m in methods.items():
         fewer = speed = "-"
         if ref and name != "text_mas":
@@ -71,8 +73,10 @@ def comparison_table(methods: dict[str, dict]) -> str:
             ratio = speedup(per_item_seconds(ref), per_item_seconds(m))
             if ratio is not None:
                 speed = f"{ratio:.2f}x"
+        cut = m.get("cut_at_budget_share")
         rows.append(f"| {LABELS.get(name, name)} | {accuracy_cell(m)} | "
-                    f"{m['avg_output_tokens']:.1f} | {m['seconds']:.1f} | {fewer} | {speed} |")
+                    f"{m['avg_output_tokens']:.1f} | {m['seconds']:.1f} | {fewer} | {speed} | "
+                    f"{'-' if cut is None else f'{100 * cut:.1f}'} |")
     return "\n".join(rows)
 
 
@@ -307,6 +311,8 @@ def row_record(row: Row) -> dict[str, object]:
         rec[f"{m}_accuracy"] = 100 * e.metrics["accuracy"] if e else None
         rec[f"{m}_tokens"] = e.metrics["avg_output_tokens"] if e else None
         rec[f"{m}_seconds_per_item"] = per_item_seconds(e.metrics) if e else None
+        cut = e.metrics.get("cut_at_budget_share") if e else None
+        rec[f"{m}_cut_at_budget_pct"] = None if cut is None else 100 * cut
     for m in METHODS:
         p = row.paper.figures(m) if row.paper else None
         rec[f"paper_{m}_accuracy"] = p.accuracy if p else None
@@ -385,6 +391,7 @@ def markdown(rows: list[Row], records: list[dict]) -> str:
                  "-" if rec["latent_steps"] is None else str(rec["latent_steps"])] + ([rec["settings"]] if split else [])
         lines.append("| " + " | ".join(fixed + [cell(rec, key, kind) for _, key, kind in COLUMNS]) + " |")
     lines += sample_size_notes(records)
+    lines += cut_section(records)
     lines += paired_section(records)
     notes = [f"- {rec_label(rec)}: {note}" for row, rec in zip(rows, records) for note in row.notes]
     if notes:
@@ -401,6 +408,18 @@ INTRO = ("Cells read `ours (paper)`; the paper's figures (arXiv 2511.20639, mean
          "whose result-changing settings agree; Settings, where shown, names those that set a row apart. A run over "
          "several seeds (`--seed 1 2 3`) shows each figure as the mean over its seeds, accuracy as mean ± standard "
          "deviation, and n as items x seeds.")
+
+
+def cut_section(records: list[dict]) -> list[str]:
+    """The share of final texts cut at the token budget, per row and method (a budget-cut output is credited only
+    for an answer it committed to before the cut); rows of runs that did not record it are left out."""
+    lines = [f"| {rec_label(rec)} | " + " | ".join(fmt(rec[f"{m}_cut_at_budget_pct"], "pct") for m in METHODS) + " |"
+             for rec in records if any(rec[f"{m}_cut_at_budget_pct"] is not None for m in METHODS)]
+    if not lines:
+        return []
+    head = "| Row | " + " | ".join(LABELS[m] for m in METHODS) + " |"
+    return ["", "## Outputs cut at the token budget", "", "Share of final texts that reached max_new_tokens "
+            "without EOS.", "", head, "|---|" + "---|" * len(METHODS)] + lines
 
 
 def sample_size_notes(records: list[dict]) -> list[str]:

@@ -4,6 +4,7 @@ whether the program's own tests really ran (see the mechanisms below).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -46,7 +47,9 @@ SANDBOX_UID_BASE = 3_000_000  # dedicated uids are drawn from [BASE, BASE + COUN
 SANDBOX_UID_COUNT = 1_000_000
 MECHANISMS = ("namespaces", "uid", "rlimits")
 
-_RUNNER = r'''
+# Every sandboxed process starts with this prelude: its settings (one JSON line) and its payload (the rest) from
+# stdin, then isolation, the dedicated uid and the limits. The body that follows runs the payload.
+_PRELUDE = r'''
 import ctypes, json, os, resource, stat, sys
 cfg = json.loads(sys.stdin.buffer.readline())
 src = sys.stdin.buffer.read().decode("utf-8", "replace")
@@ -112,6 +115,10 @@ if cfg["guard"]:  # no dedicated uid contains the program: refuse the calls that
 os.chdir(cfg["cwd"])
 for name, value in cfg["limits"].items():
     resource.setrlimit(getattr(resource, name), (value, value))
+'''
+
+# The body of a plain program run: the program, then the token.
+_PROGRAM = r'''
 token = cfg.pop("token").encode()
 del cfg
 # The reference exec()'d the program in a fresh dict, so `if __name__ == "__main__":` demo blocks never ran.
@@ -131,6 +138,7 @@ class SandboxResult:
     output: str  # the tail of stdout + stderr
     elapsed: float
     mechanism: str
+    uid: int | None = None  # the dedicated uid it ran as (None: rlimits only); its processes are gone
 
     @property
     def error(self) -> str | None:
@@ -149,16 +157,41 @@ class SandboxResult:
 
 
 _uid_lock = threading.Lock()
-_uids_in_use: set[int] = set()
+_uids_in_use: dict[int, int] = {}  # uid -> the descriptor of its claim file, held while the uid is in use
+# A uid is claimed on the whole machine by an exclusive lock on a file here (root only, mode 700), so two
+# evaluations on one machine never draw the same uid (whose sweep would kill the other's program).
+UID_CLAIMS = "/run/latentmas-sandbox-uids"
+
+
+def _claim(uid: int) -> int | None:
+    """A lock on uid's claim file, or None when another process holds it."""
+    os.makedirs(UID_CLAIMS, mode=0o700, exist_ok=True)
+    path = os.path.join(UID_CLAIMS, str(uid))
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino == os.stat(path).st_ino:  # not a file its last holder unlinked meanwhile
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
 
 
 def _alloc_uid() -> int:
     with _uid_lock:
         while True:
             uid = SANDBOX_UID_BASE + secrets.randbelow(SANDBOX_UID_COUNT)
-            if uid not in _uids_in_use:
-                _uids_in_use.add(uid)
+            if uid not in _uids_in_use and (fd := _claim(uid)) is not None:
+                _uids_in_use[uid] = fd
                 return uid
+
+
+def _free_uid(uid: int) -> None:
+    with _uid_lock:
+        fd = _uids_in_use.pop(uid)
+    os.unlink(os.path.join(UID_CLAIMS, str(uid)))  # while locked: a process that opened it meanwhile sees it gone
+    os.close(fd)
 
 
 def _pids_of_uid(uid: int) -> list[int]:
@@ -220,80 +253,104 @@ def _wait(proc: subprocess.Popen, deadline: float) -> bool:
         time.sleep(0.005)
 
 
-def run_sandboxed(code: str, timeout: float = 10, memory_mb: int = 4096, mechanism: str | None = None) -> SandboxResult:
-    """Run `code` as a program in the sandbox; see the comment above for what is enforced."""
-    mechanism = mechanism or sandbox_mechanism()
-    if mechanism not in MECHANISMS:
-        raise ValueError(f"unknown sandbox mechanism {mechanism!r}; choose one of {MECHANISMS}")
-    token = secrets.token_hex(16)
-    workdir = tempfile.mkdtemp(prefix="latentmas-sandbox-")
-    uid = _alloc_uid() if mechanism != "rlimits" else None
-    cwd = "/tmp" if mechanism == "namespaces" else workdir  # "/tmp" is the private tmpfs there
-    if mechanism == "uid":
-        os.chown(workdir, uid, uid)
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "HOME": cwd,
-        "TMPDIR": cwd,
-        "MPLBACKEND": "Agg",
-        **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")},
-    }
-    cfg = {
-        "isolate": mechanism == "namespaces",
-        "uid": uid,
-        "guard": mechanism == "rlimits",
-        "cwd": cwd,
-        "limits": _limits(timeout, memory_mb, mechanism),
-        "token": token,
-    }
-    payload = json.dumps(cfg).encode() + b"\n" + code.encode("utf-8", "replace")
-    out_path = os.path.join(workdir, "output.txt")
-    start = time.monotonic()
-    try:
-        with open(out_path, "w+b") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-B", "-c", _RUNNER],
+class SandboxRun:
+    """One process started in the sandbox: `body` (Python source run after the prelude) reads `payload` as `src`
+    and its settings as `cfg` (extra settings in `settings`); `pass_fds` are file descriptors it keeps (pipes).
+    wait() ends it (at the latest at `timeout` seconds after the start), kills whatever it left, and returns its
+    SandboxResult. Several may run at once (each has its own uid)."""
+
+    def __init__(self, body: str, payload: str, timeout: float = 10, memory_mb: int = 4096,
+                 mechanism: str | None = None, settings: dict | None = None, pass_fds: tuple[int, ...] = ()) -> None:
+        self.mechanism = mechanism or sandbox_mechanism()
+        if self.mechanism not in MECHANISMS:
+            raise ValueError(f"unknown sandbox mechanism {self.mechanism!r}; choose one of {MECHANISMS}")
+        self.timeout, self.token = timeout, secrets.token_hex(16)
+        self.workdir = tempfile.mkdtemp(prefix="latentmas-sandbox-")
+        self.uid = _alloc_uid() if self.mechanism != "rlimits" else None
+        try:
+            cwd = "/tmp" if self.mechanism == "namespaces" else self.workdir  # "/tmp" is the private tmpfs there
+            if self.mechanism == "uid":
+                os.chown(self.workdir, self.uid, self.uid)
+            env = {
+                "PATH": "/usr/local/bin:/usr/bin:/bin",
+                "LANG": "C.UTF-8",
+                "HOME": cwd,
+                "TMPDIR": cwd,
+                "MPLBACKEND": "Agg",
+                **{k: "1" for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                    "NUMEXPR_NUM_THREADS")},
+            }
+            cfg = {
+                "isolate": self.mechanism == "namespaces",
+                "uid": self.uid,
+                "guard": self.mechanism == "rlimits",
+                "cwd": cwd,
+                "limits": _limits(timeout, memory_mb, self.mechanism),
+                "token": self.token,
+                **(settings or {}),
+            }
+            self.out = open(os.path.join(self.workdir, "output.txt"), "w+b")
+            self.start = time.monotonic()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-c", _PRELUDE + body],
                 stdin=subprocess.PIPE,
-                stdout=out,
+                stdout=self.out,
                 stderr=subprocess.STDOUT,
-                cwd=workdir,
+                cwd=self.workdir,
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
             )
+        except BaseException:
+            self._clean()
+            raise
+        try:
+            self.proc.stdin.write(json.dumps(cfg).encode() + b"\n" + payload.encode("utf-8", "replace"))
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the runner died early; its output says why
+
+    def wait(self, expect_token: bool = False) -> SandboxResult:
+        """Wait for the end (or the time limit), kill what is left, clean up. ok: exit code 0 and, with
+        expect_token, the run's token printed (the program body prints it after the program)."""
+        try:
             try:
-                try:
-                    proc.stdin.write(payload)
-                    proc.stdin.close()
-                except (BrokenPipeError, OSError):
-                    pass  # the runner died early; its output says why
-                finished = _wait(proc, start + timeout)
+                finished = _wait(self.proc, self.start + self.timeout)
             finally:
                 try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the group is still ours: the leader is not reaped yet
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # the group is still ours: the leader is not reaped yet
                 except (ProcessLookupError, PermissionError):
                     pass
-                if uid is not None:
-                    _kill_uid(uid, time.monotonic() + 2.0)
-                returncode = proc.wait()
-            elapsed = time.monotonic() - start
-            output = _read_tail(out)  # through our handle: the program may have unlinked or replaced the file
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-        if uid is not None:
-            with _uid_lock:
-                _uids_in_use.discard(uid)
-    ran_to_end = finished and returncode == 0 and token in output
-    output = output.replace(token, "")
-    return SandboxResult(
-        ok=ran_to_end,
-        returncode=returncode if finished else None,
-        timed_out=not finished,
-        output=output,
-        elapsed=elapsed,
-        mechanism=mechanism,
-    )
+                if self.uid is not None:
+                    _kill_uid(self.uid, time.monotonic() + 2.0)
+                returncode = self.proc.wait()
+            elapsed = time.monotonic() - self.start
+            output = _read_tail(self.out)  # through our handle: the program may have unlinked or replaced the file
+        finally:
+            self._clean()
+        ok = finished and returncode == 0 and (not expect_token or self.token in output)
+        return SandboxResult(
+            ok=ok,
+            returncode=returncode if finished else None,
+            timed_out=not finished,
+            output=output.replace(self.token, ""),
+            elapsed=elapsed,
+            mechanism=self.mechanism,
+            uid=self.uid,
+        )
+
+    def _clean(self) -> None:
+        if getattr(self, "out", None) is not None:
+            self.out.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.uid is not None:
+            _free_uid(self.uid)
+
+
+def run_sandboxed(code: str, timeout: float = 10, memory_mb: int = 4096, mechanism: str | None = None) -> SandboxResult:
+    """Run `code` as a program in the sandbox; see the comment above for what is enforced."""
+    return SandboxRun(_PROGRAM, code, timeout, memory_mb, mechanism).wait(expect_token=True)
 
 
 def run_with_timeout(code: str, timeout: float = 10) -> tuple[bool, str | None]:

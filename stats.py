@@ -37,7 +37,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 # Per-seed metrics that are averaged over seeds (with their standard deviation alongside).
 AVERAGED = ("accuracy", "avg_output_tokens", "total_output_tokens", "judger_output_tokens", "seconds",
-            "seconds_per_item")
+            "seconds_per_item", "cut_at_budget_share")
 
 
 def aggregate_seeds(per_seed: dict[int, dict]) -> dict:

@@ -19,7 +19,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Callable
 
-from sandbox import failure_reason, run_sandboxed, run_with_timeout  # noqa: F401 (run_with_timeout: the reference's name)
+from code_check import check_code
+from sandbox import run_with_timeout  # noqa: F401 (the reference's name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,6 +115,68 @@ def numbers_equal(a: Fraction, b: Fraction) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# What of an output is read: thinking, and whether the output ended by itself
+
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The part of one model output an answer is read from, and what decides which rules may credit it.
+
+    answer_text: the text after the last </think> of an output that thinks (the whole output of one that does
+    not); None when the thinking never closed (rule thinking_not_closed). thinking: the text up to that </think>
+    (the whole output when it never closed), None for an output that does not think. cut_at_budget: decoding
+    stopped at max_new_tokens, not at EOS. committed_only: the fallbacks that read an answer from where the output
+    happened to stop (last number, last line, bold letter) apply only to outputs that ended by EOS; False with
+    --score_whole_text, which also reads the whole output, thinking included, as the reference did.
+    """
+
+    answer_text: str | None
+    thinking: str | None = None
+    cut_at_budget: bool = False
+    committed_only: bool = True
+
+    @property
+    def fallbacks_allowed(self) -> bool:
+        return not (self.committed_only and self.cut_at_budget)
+
+
+# How answers are read, as summary.json's settings name it (the key: --score_whole_text).
+ANSWER_RULES = {
+    False: "committed answers: read after the last </think> (thinking never closed: no answer); the last-number, "
+           "last-line and bold-letter fallbacks only for outputs that ended by EOS, not for outputs cut at the budget",
+    True: "whole text (--score_whole_text, the reference's rule): the whole output, thinking included; the fallbacks "
+          "for every output",
+}
+
+
+def read_output(text: str | None, prompt: str = "", cut_at_budget: bool = False, whole_text: bool = False) -> Reading:
+    """How `text` (an output that continues the rendered `prompt`) is read.
+
+    An output thinks when it holds <think> or </think>, or when its prompt ends with an open <think> (the
+    reference's --think, and templates that open the thinking themselves); its answer is read only after the last
+    </think>, and none is read when thinking opened after the last </think> or never closed (lighteval's and
+    lm-evaluation-harness's rule). whole_text: the reference's rule (the whole output, any output).
+    """
+    text = text or ""
+    opened = prompt.rstrip().endswith(THINK_OPEN) or THINK_OPEN in text or THINK_CLOSE in text
+    thinking = answer = None
+    if opened:
+        close = text.rfind(THINK_CLOSE)
+        if close >= 0 and text.rfind(THINK_OPEN) < close:
+            thinking, answer = text[:close], text[close + len(THINK_CLOSE):]
+        else:
+            thinking = text
+    else:
+        answer = text
+    if whole_text:
+        return Reading(text, thinking, cut_at_budget, committed_only=False)
+    return Reading(answer, thinking, cut_at_budget)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Extraction
 
 
@@ -133,22 +196,53 @@ def last_boxed(text: str) -> str | None:
     return bare[-1] if bare else None
 
 
+# Minus signs and thousands separators as real outputs write them: U+2212 and its kin; a thin, narrow or
+# no-break space, "\," "\;" "\ " "\!" or "{,}" between digit groups ("70\,000", "1 000" with U+202F).
+_MINUS = re.compile("[\u2212\ufe63\uff0d]")
+_THIN_SEPARATOR = re.compile(r"(?<=\d)(?:\\[,;! ]|\{,\}|[\u2009\u202f\u00a0\u2007])(?=\d{3}(?!\d))")
+# Plain spaces between groups of three ("70 000"), only inside an answer the output committed to: in prose,
+# "5 100 200" is three numbers.
+_SPACE_GROUPS = re.compile(r"(?<![\d.,])(\d{1,3})((?: \d{3})+)(?![\d,])")
+
+
+def normalize_number_text(text: str) -> str:
+    """Minus signs as "-", thin-space and LaTeX thousands separators removed (see _MINUS, _THIN_SEPARATOR)."""
+    return _THIN_SEPARATOR.sub("", _MINUS.sub("-", text))
+
+
 _ANSWER_PHRASE = re.compile(
-    r"(?:final answer|answer)\s*(?:is|was|would be|should be|:|=)\s*[:\s*_]*(.{0,80})", re.IGNORECASE
+    r"(?:final answer|answer)\s*(?:is|was|would be|should be|:|=)\s*[:\s*_]*(.{0,120})", re.IGNORECASE | re.DOTALL
 )
+# The math right after an answer phrase ends at the first word of prose (two letters or more, not a LaTeX
+# command), a line break, the end of a sentence or a semicolon: "12, because 3 x 4 = 12" commits to 12.
+_PROSE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}|\n|\.(?=\s|$)|;")
+_RATIO = re.compile(rf"({_NUM})\s*/\s*({_NUM})")
+
+
+_OPERATOR = re.compile(r"\d\s*(?:\\times|×|\\cdot|\*|\^|\+|-)\s*[\d{\\(]")
+
+
+def _committed_value(chunk: str) -> str | None:
+    """The value an answer phrase commits to: "12", "3 \\times 4 = 12" -> "12", "$18 + $2 = $20." -> "20",
+    "\\frac{1}{2}", "3/4", "70 000"; an expression without its value ("1.5 \\times 10^3") as written, for
+    math-verify."""
+    math = _SPACE_GROUPS.sub(lambda m: m.group(1) + m.group(2).replace(" ", ""), _PROSE.split(chunk, 1)[0])
+    math = re.split(r"=|\\approx|≈", math)[-1]  # an equation: its value is on the right
+    whole = _clean_math(math).strip(" .,:;!?()*_")
+    if whole and parse_number(whole) is None and _OPERATOR.search(whole):
+        return whole
+    candidates = [m for m in (_FRAC.search(math), _RATIO.search(math), _NUM_RE.search(math)) if m]
+    return min(candidates, key=lambda m: (m.start(), -len(m.group(0)))).group(0) if candidates else None
 
 
 def _answer_phrase_number(text: str) -> str | None:
-    """The number right after the last "answer is" / "Answer:" / "####"."""
+    """The value after the last "answer is" / "Answer:" / "####" that gives one."""
     hits = [(m.start(), m.group(1)) for m in _ANSWER_PHRASE.finditer(text)]
     hits += [(m.start(), m.group(1)) for m in re.finditer(rf"####\s*\$?\s*({_NUM})", text)]
     for _, chunk in sorted(hits, reverse=True):
-        frac = _FRAC.search(chunk)
-        tok = _NUM_RE.search(chunk)
-        if frac and (not tok or frac.start() <= tok.start()):
-            return frac.group(0)
-        if tok:
-            return tok.group(0)
+        value = _committed_value(chunk)
+        if value is not None:
+            return value
     return None
 
 
@@ -156,10 +250,14 @@ def _answer_phrase_number(text: str) -> str | None:
 class Extraction:
     """An answer pulled out of a model's output, and the rule that found it.
 
-    Rules, strongest first. Numbers: last_boxed, answer_phrase ("the answer is N", "Answer: N", "#### N"),
-    last_number. Choices: choice_boxed, choice_phrase ("The answer is (B)"), choice_last_line (a last line that is
-    only a letter), option_text (a last line that repeats an option's text), choice_bold ("**B**"). Code:
-    code_python_block, code_block_defining_entry_point, code_any_block, code_unclosed_fence. Every kind: none.
+    Rules, strongest first. Every kind: thinking_not_closed (the output thinks and its thinking never closed: no
+    answer). Numbers: last_boxed, answer_phrase ("the answer is N", "Answer: 3 x 4 = N", "#### N"), last_number
+    (only for outputs that ended by EOS). Choices: choice_boxed, choice_phrase ("The answer is (B)"),
+    choice_phrase_text ("The answer is Oral ulcers": an option's text), then only for outputs that ended by EOS:
+    choice_last_line (a last line that is only a letter), option_text (a last line that repeats an option's
+    text), choice_bold ("**B**"). Code: code_python_block, code_block_defining_entry_point, code_any_block,
+    code_unclosed_fence. Numbers and choices: cut_before_answer (cut at the token budget before any commitment:
+    no answer). Every kind: none.
     The rule is recorded with every prediction so a reader sees how much of an accuracy rests on fallbacks.
     """
 
@@ -168,16 +266,29 @@ class Extraction:
 
 
 NO_ANSWER = Extraction(None, "none")
+THINKING_NOT_CLOSED = Extraction(None, "thinking_not_closed")
+CUT_BEFORE_ANSWER = Extraction(None, "cut_before_answer")
 
 
-def extract_number_with_rule(text: str | None) -> Extraction:
-    """extract_gsm8k_answer's answer, and which of last_boxed / answer_phrase / last_number found it."""
-    if not text:
-        return NO_ANSWER
+def _as_reading(output: Reading | str | None) -> Reading:
+    """A Reading of `output`; plain text is read as an output that ended by EOS (read_output)."""
+    return output if isinstance(output, Reading) else read_output(output)
+
+
+def extract_number_with_rule(output: Reading | str | None) -> Extraction:
+    """extract_gsm8k_answer's answer, and which rule found it (last_boxed / answer_phrase / last_number, ...)."""
+    reading = _as_reading(output)
+    if reading.answer_text is None:
+        return THINKING_NOT_CLOSED
+    text = normalize_number_text(reading.answer_text)
+    if not text.strip():
+        return CUT_BEFORE_ANSWER if not reading.fallbacks_allowed else NO_ANSWER
     raw, rule = last_boxed(text), "last_boxed"
     if raw is None:
         raw, rule = _answer_phrase_number(text), "answer_phrase"
     if raw is None:
+        if not reading.fallbacks_allowed:
+            return CUT_BEFORE_ANSWER
         nums = _NUM_RE.findall(text)
         raw, rule = (nums[-1] if nums else None), "last_number"
     if raw is None:
@@ -215,8 +326,12 @@ def normalize_answer(ans: str | None) -> str | None:
     return format_number(value) if value is not None else ans.lower()
 
 
-def extract_code_with_rule(text: str | None, entry_point: str | None = None) -> Extraction:
+def extract_code_with_rule(output: Reading | str | None, entry_point: str | None = None) -> Extraction:
     """extract_markdown_python_block's code, and which rule found it (code_python_block, ...)."""
+    reading = _as_reading(output)
+    if reading.answer_text is None:
+        return THINKING_NOT_CLOSED
+    text = reading.answer_text
     if not text:
         return NO_ANSWER
     blocks = re.findall(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", text, re.DOTALL | re.IGNORECASE)
@@ -245,25 +360,57 @@ def extract_markdown_python_block(text: str | None, entry_point: str | None = No
     return extract_code_with_rule(text, entry_point).answer
 
 
-@lru_cache(maxsize=64)
-def _choice_patterns(letters: str) -> tuple[list[re.Pattern], list[re.Pattern]]:
-    """Regexes for one set of valid letters, as (explicit answer phrases, weaker cues)."""
+# An answer phrase for choices: "The answer is", "Answer:", "final answer:", "correct option is", "best choice:".
+# Words match in any case; what follows is read by _phrase_choice.
+_CHOICE_PHRASE = re.compile(
+    r"(?i:\banswer|(?:correct|right|best)\s+(?:option|choice|answer))\s*(?i:is|would be|should be|:)?"
+    r"[\s:*_`\"']*(?i:(?:option|choice)\s*)?"
+)
+# "A" followed by one of these is the letter ("A because ..."); followed by any other lower-case word it is the
+# article ("A decrease in ...").
+_AFTER_LETTER = {"because", "since", "as", "and", "or", "is", "was", "which", "for", "so", "but", "here", "there",
+                 "given", "due", "seems", "appears", "would", "should", "could", "fits", "matches"}
+
+
+def _option_key(text: str) -> str:
+    return " ".join(re.sub(r"[*_`\"'$]", "", text).lower().split()).rstrip(".")
+
+
+def _option_by_text(text: str, options: dict[str, str] | None) -> str | None:
+    """The option whose text `text` starts with (the longest such option), else None."""
+    key = _option_key(text)
+    if not options or not key:
+        return None
+    hits = [(len(k), letter) for letter, t in options.items()
+            if (k := _option_key(str(t))) and key.startswith(k) and not key[len(k):len(k) + 1].isalnum()]
+    return max(hits)[1] if hits else None
+
+
+def _phrase_choice(after: str, letters: str, options: dict[str, str] | None) -> tuple[str, str] | None:
+    """(letter, rule) that the text right after an answer phrase commits to, or None: an option's text
+    (choice_phrase_text) or a letter, "(B)", "[b]", "B." (choice_phrase); an article "A" is no letter."""
+    line = after.split("\n", 1)[0]
+    if (letter := _option_by_text(line, options)) is not None:
+        return letter, "choice_phrase_text"
     L, low = re.escape(letters.upper()), re.escape(letters.lower())
-    end = r"(?![A-Za-z0-9])"
-    explicit = [
-        # "The answer is (B)", "Answer: (b)", "**Answer:** **C**", "final answer: D", "correct option is A"
-        # Words match in any case, a bare letter only in upper case ("the answer is a bit" is not A).
-        re.compile(
-            rf"(?i:\banswer|(?:correct|right|best)\s+(?:option|choice))\s*(?i:is|would be|should be|:)?"
-            rf"[\s:*_`\"']*(?i:(?:option|choice)\s*)?(?:\(([{L}{low}])\)|\[([{L}{low}])\]|([{L}]){end})"
-        ),
-        re.compile(rf"(?i:\b(?:option|choice))\s+\(?([{L}])\)?\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))"),
-    ]
-    weak = [
-        re.compile(rf"\*\*\s*\(?([{L}])\)?(?:[.):][^*\n]*)?\*\*"),  # **B**, **(B)**, **B. Oral ulcers**
-        re.compile(rf"^\s*\(?([{L}])\)?\s*(?:[.):]\s*.*)?$"),  # last line "C", "(C)", "C. Colorectal cancer"
-    ]
-    return explicit, weak
+    m = re.match(rf"\(([{L}{low}])\)|\[([{L}{low}])\]|([{L}])(?![A-Za-z0-9])", line)
+    if not m:
+        return None
+    letter = next(g for g in m.groups() if g).upper()
+    word = re.match(r"\s+([a-z]+)\b", line[m.end():]) if m.group(3) == "A" else None
+    if word and word.group(1) not in _AFTER_LETTER:
+        return None  # "The answer is A decrease in ...": the article
+    return letter, "choice_phrase"
+
+
+@lru_cache(maxsize=64)
+def _choice_patterns(letters: str) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """Regexes for one set of valid letters: "Option C is correct", a bold letter, a last line that is a letter."""
+    L = re.escape(letters.upper())
+    option_is = re.compile(rf"(?i:\b(?:option|choice))\s+\(?([{L}])\)?\s+(?i:is\s+(?:the\s+)?(?:correct|right|best))")
+    bold = re.compile(rf"\*\*\s*\(?([{L}])\)?(?:[.):][^*\n]*)?\*\*")  # **B**, **(B)**, **B. Oral ulcers**
+    last_line = re.compile(rf"^\s*\(?([{L}])\)?\s*(?:[.):]\s*.*)?$")  # "C", "(C)", "C. Colorectal cancer"
+    return option_is, bold, last_line
 
 
 def _letter_from_text(content: str, letters: str, options: dict[str, str] | None) -> str | None:
@@ -274,45 +421,54 @@ def _letter_from_text(content: str, letters: str, options: dict[str, str] | None
     if m and m.group(1).upper() in letters:
         return m.group(1).upper()
     if options:
-        key = " ".join(s.lower().split())
+        key = _option_key(s)
         for letter, text in options.items():
-            if key and key == " ".join(str(text).lower().split()).rstrip("."):
+            if key and key == _option_key(str(text)):
                 return letter
     m = re.search(rf"\b(?:option|choice)\s*\(?([{re.escape(letters)}])\b", s, re.IGNORECASE)
     return m.group(1).upper() if m else None
 
 
-def extract_choice_with_rule(text: str | None, letters: str = "ABCD",
+def extract_choice_with_rule(output: Reading | str | None, letters: str = "ABCD",
                              options: dict[str, str] | None = None) -> Extraction:
     """extract_choice's letter, and which rule found it (choice_boxed, choice_phrase, ...)."""
-    if not text:
-        return NO_ANSWER
+    reading = _as_reading(output)
+    if reading.answer_text is None:
+        return THINKING_NOT_CLOSED
+    text = reading.answer_text
     letters = letters.upper()
+    if not text.strip():
+        return CUT_BEFORE_ANSWER if not reading.fallbacks_allowed else NO_ANSWER
     boxed = last_boxed(text)
     if boxed is not None:
         letter = _letter_from_text(boxed, letters, options)
         if letter:
             return Extraction(letter, "choice_boxed")
-    explicit, weak = _choice_patterns(letters)
-    hits = [(m.start(), next(g for g in m.groups() if g)) for p in explicit for m in p.finditer(text)]
+    option_is, bold, last_line = _choice_patterns(letters)
+    hits = [(m.start(), found) for m in _CHOICE_PHRASE.finditer(text)
+            if (found := _phrase_choice(text[m.end():], letters, options))]
+    hits += [(m.start(), (m.group(1), "choice_phrase")) for m in option_is.finditer(text)]
     if hits:
-        return Extraction(max(hits)[1].upper(), "choice_phrase")
-    bold = [(m.start(), m.group(1)) for m in weak[0].finditer(text)]
+        return Extraction(*max(hits)[1])
+    if not reading.fallbacks_allowed:
+        return CUT_BEFORE_ANSWER
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     last = lines[-1].strip().strip("*_`> ").replace("Answer:", "").strip() if lines else ""
-    m = weak[1].fullmatch(last)
+    m = last_line.fullmatch(last)
     if m:
         return Extraction(m.group(1), "choice_last_line")
     if options and last and (letter := _letter_from_text(last, letters, options)):
         return Extraction(letter, "option_text")
-    return Extraction(max(bold)[1], "choice_bold") if bold else NO_ANSWER
+    bolds = [(m.start(), m.group(1)) for m in bold.finditer(text)]
+    return Extraction(max(bolds)[1], "choice_bold") if bolds else NO_ANSWER
 
 
 def extract_choice(text: str | None, letters: str = "ABCD", options: dict[str, str] | None = None) -> str | None:
     """The chosen letter (upper case) among `letters`, boxed or not; None when the output commits to none.
 
-    Order: the last \\boxed{}; else the last explicit phrase ("The answer is (B)", "Answer: C"); else a final line
-    that is only a letter or an echoed option ("C. Colorectal cancer"), else the last bold letter ("**B**").
+    Order: the last \\boxed{}; else the last explicit phrase ("The answer is (B)", "Answer: C", "The answer is
+    Oral ulcers"); else a final line that is only a letter or an echoed option ("C. Colorectal cancer"), else the
+    last bold letter ("**B**").
     """
     return extract_choice_with_rule(text, letters, options).answer
 
@@ -349,10 +505,12 @@ class Score:
     correct: bool
     rule: str  # the Extraction rule that produced the prediction ("none": nothing was found)
     failure: str | None = None  # code: why the program did not pass (one line); None when it passed, other kinds
+    tests_checked: int | None = None  # code: inputs whose output passed its comparison (None: not counted)
+    tests_total: int | None = None  # code: the harness's inputs (None: not counted)
 
 
-def _score_numeric(output_text: str, gold: str, integer: bool) -> Score:
-    found = extract_number_with_rule(output_text)
+def _score_numeric(reading: Reading, gold: str, integer: bool) -> Score:
+    found = extract_number_with_rule(reading)
     pred = found.answer
     if pred is None:
         return Score(None, False, found.rule)
@@ -366,37 +524,37 @@ def _score_numeric(output_text: str, gold: str, integer: bool) -> Score:
     return Score(pred, numbers_equal(value, gold_value), found.rule)
 
 
-def score_number(output_text: str, item: dict) -> Score:
+def score_number(reading: Reading, item: dict) -> Score:
     """Numeric equality of the final answer with the gold (18 == 18.0, 1,000 == 1000, \\frac{1}{2} == 0.5)."""
-    return _score_numeric(output_text, item["gold"], integer=False)
+    return _score_numeric(reading, item["gold"], integer=False)
 
 
-def score_integer(output_text: str, item: dict) -> Score:
+def score_integer(reading: Reading, item: dict) -> Score:
     """AIME: the answer must be an integer equal to the gold ("070" == 70; 70.5 is wrong)."""
-    return _score_numeric(output_text, item["gold"], integer=True)
+    return _score_numeric(reading, item["gold"], integer=True)
 
 
-def score_choice(output_text: str, item: dict, letters: str = "ABCD") -> Score:
+def score_choice(reading: Reading, item: dict, letters: str = "ABCD") -> Score:
     """The chosen letter against the gold letter (case-insensitive)."""
     options = item.get("choices") or None
     valid = "".join(options) if options else letters
-    found = extract_choice_with_rule(output_text, valid, options)
+    found = extract_choice_with_rule(reading, valid, options)
     pred = found.answer
     return Score(pred, pred is not None and pred == str(item["gold"]).strip().upper(), found.rule)
 
 
-def score_code(output_text: str, item: dict) -> Score:
-    """Run the last python block followed by the benchmark's tests (item["gold"]) in the sandbox."""
-    found = extract_code_with_rule(output_text, item.get("entry_point"))
+def score_code(reading: Reading, item: dict) -> Score:
+    """The last python block checked against the benchmark's tests (item["gold"]) by code_check.check_code."""
+    found = extract_code_with_rule(reading, item.get("entry_point"))
     code = found.answer
     if code is None:
-        return Score(None, False, found.rule, "no code block in the output")
-    program = code + "\n" + item["gold"]
-    result = run_sandboxed(program, timeout=item.get("timeout", 10.0))
-    return Score(code, result.ok, found.rule, failure_reason(result, program, len(code.splitlines())))
+        why = "the thinking never closed" if found.rule == "thinking_not_closed" else "no code block in the output"
+        return Score(None, False, found.rule, why)
+    verdict = check_code(code, item)
+    return Score(code, verdict.passed, found.rule, verdict.failure, verdict.checked, verdict.total)
 
 
-SCORERS: dict[str, Callable[[str, dict], Score]] = {
+SCORERS: dict[str, Callable[[Reading, dict], Score]] = {
     "number": score_number,
     "integer": score_integer,
     "choice": score_choice,

@@ -46,6 +46,7 @@ class AgentTrace:
     latent_steps: int = 0
     seconds: float = 0.0                    # this item's share of the agent's batched wall time
     latent_tokens: list | None = None       # --decode_latents: per latent step, ModelWrapper.decode_thoughts' dict
+    cut_at_budget: bool = False             # its decoding stopped at max_new_tokens, not at EOS
 
 
 @dataclass
@@ -60,6 +61,16 @@ class ItemOutput:
     @property
     def judger_output_tokens(self) -> int:
         return self.agents[-1].output_tokens if self.agents else 0
+
+    @property
+    def cut_at_budget(self) -> bool:
+        """The final text was cut at the token budget (no EOS)."""
+        return bool(self.agents) and self.agents[-1].cut_at_budget
+
+    @property
+    def final_prompt(self) -> str:
+        """The rendered prompt the final text continues."""
+        return self.agents[-1].input if self.agents else ""
 
 
 THINK_TOKEN = "<think>"  # what the reference's --think appends after the generation prompt

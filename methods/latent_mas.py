@@ -71,8 +71,8 @@ class LatentMASMethod(Method):
         seconds: list[float] = []
         with timed(n, seconds):
             gen = self.generate(prompts, self.streams(items, [final]), handoff, roles=[final])
-        for trace, prompt, text, count in zip(traces, prompts, gen.texts, gen.num_tokens):
-            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0]))
+        for r, (trace, prompt, text, count) in enumerate(zip(traces, prompts, gen.texts, gen.num_tokens)):
+            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0], cut_at_budget=gen.cut(r)))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
 
     def think_all(self, items: list[dict], answer_kind: str, traces: list[list[AgentTrace]]):

@@ -11,7 +11,9 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from code_check import parse_harness
 from data import score_outputs
+from utils import Score, read_output
 
 from .base import ItemOutput, Method, kv_per_item
 
@@ -41,44 +43,50 @@ def read_predictions(path: Path) -> list[dict]:
     return records
 
 
-def item_record(method: str, index: int, item: dict, out: ItemOutput, prediction, correct: bool,
-                rule: str | None = None, failure: str | None = None) -> dict:
-    """One line of predictions.jsonl. rule: the extraction rule that produced the prediction (utils.Extraction);
-    failure: code tasks, why the program did not pass (utils.failure_reason)."""
+def item_record(method: str, index: int, item: dict, out: ItemOutput, score: Score, whole_text: bool = False) -> dict:
+    """One line of predictions.jsonl: the prediction, its extraction rule (utils.Extraction) and what was read
+    (utils.read_output: the thinking and the answer text apart, whether decoding was cut at the token budget);
+    code tasks add why the program did not pass and how many test inputs passed (code_check.py)."""
+    reading = read_output(out.final_text, out.final_prompt, out.cut_at_budget, whole_text)
     record = {
         "method": method,
         "index": index,
         "id": item.get("id", str(index)),
         "question": item["question"],
         "gold": item["gold"],
-        "prediction": prediction,
-        "correct": bool(correct),
-        "extraction_rule": rule,
+        "prediction": score.prediction,
+        "correct": bool(score.correct),
+        "extraction_rule": score.rule,
+        "cut_at_budget": out.cut_at_budget,
         "output_tokens": out.output_tokens,
         "judger_output_tokens": out.judger_output_tokens,
         "latent_steps": sum(a.latent_steps for a in out.agents),
         "seconds": round(sum(a.seconds for a in out.agents), 4),
         "final_text": out.final_text,
+        # The final text apart: its thinking (None: it does not think) and the text the answer was read from
+        # (None: the thinking never closed).
+        "thinking": reading.thinking,
+        "answer_text": reading.answer_text,
         # latent_tokens appears only with --decode_latents, so files are unchanged without it.
         "agents": [{k: v for k, v in vars(a).items() if not (k == "latent_tokens" and v is None)} for a in out.agents],
     }
     if "entry_point" in item:  # code tasks: the trace names the function instead of the test harness
         record["entry_point"] = item["entry_point"]
-        record["failure"] = failure
+        record["failure"] = score.failure
+        record["tests_checked"], record["tests_total"] = score.tests_checked, score.tests_total
     return record
 
 
 def count_tests(test_code: str) -> int | None:
     """Test cases in a code item's gold: the length of its `inputs = [...]` list (EvalPlus harnesses), else its
     assert statements; None when the code does not parse."""
+    harness = parse_harness(test_code)
+    if harness is not None:
+        return harness.total
     try:
         tree = ast.parse(test_code)
     except SyntaxError:
         return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, (ast.List, ast.Tuple)) and any(
-                isinstance(t, ast.Name) and t.id == "inputs" for t in node.targets):
-            return len(node.value.elts)
     return sum(isinstance(node, ast.Assert) for node in ast.walk(tree))
 
 
@@ -111,8 +119,11 @@ def print_trace(record: dict) -> None:
         if a.get("latent_tokens"):
             lines.append("[Latent tokens] " + latent_tokens_line(a["latent_tokens"]))
         lines += ["[Output]", a["output"].rstrip(), f"[Output tokens] {a['output_tokens']}"]
+    checked = (f" | checked={record['tests_checked']}/{record['tests_total']}"
+               if record.get("tests_total") is not None else "")
     lines.append(f"Result: Pred={record['prediction']} | Gold={short_gold(record)} | OK={record['correct']} | "
-                 f"rule={record.get('extraction_rule')}")
+                 f"rule={record.get('extraction_rule')}{checked}" + (" | cut at the token budget"
+                                                                   if record.get("cut_at_budget") else ""))
     if record.get("failure"):
         lines.append(f"Failure: {record['failure']}")
     tqdm.write("\n".join(lines))
@@ -120,12 +131,13 @@ def print_trace(record: dict) -> None:
 
 def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
                predictions_path: Path, batch_size: int, trace: bool = True, extra: dict | None = None,
-               show_bar: bool = True, on_batch: Callable[[int], None] | None = None, desc: str | None = None
-               ) -> list[dict]:
+               show_bar: bool = True, on_batch: Callable[[int], None] | None = None, desc: str | None = None,
+               whole_text: bool = False) -> list[dict]:
     """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
     fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records.
     extra: fields added to every record (run.py: the seed). on_batch(n) after every batch of n items (a launched
-    run's global progress, which replaces this bar: show_bar False). desc: the bar's label (default: the method)."""
+    run's global progress, which replaces this bar: show_bar False). desc: the bar's label (default: the method).
+    whole_text: --score_whole_text."""
     todo = [i for i in range(len(items)) if i not in done]
     new: list[dict] = []
     bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or method.name, unit="item", dynamic_ncols=True,
@@ -142,10 +154,11 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
             outputs = method.run_batch(batch, answer_kind)
             peak = method.kv_peak
             item_bytes = kv_per_item(peak, len(batch)) if peak else [None] * len(batch)
-            scores = score_outputs(task, [o.final_text for o in outputs], batch)
+            prompts, cut = [o.final_prompt for o in outputs], [o.cut_at_budget for o in outputs]
+            scores = score_outputs(task, [o.final_text for o in outputs], batch, prompts=prompts, cut_at_budget=cut,
+                                   whole_text=whole_text)
             for index, item, out, score, kv in zip(indices, batch, outputs, scores, item_bytes):
-                record = item_record(method.name, index, item, out, score.prediction, score.correct, score.rule,
-                                     score.failure)
+                record = item_record(method.name, index, item, out, score, whole_text)
                 # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
                 record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
                 record.update(extra or {})
@@ -170,6 +183,7 @@ def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
     """Metrics of one method from its records (all of them, resumed ones included)."""
     n = len(records)
     correct = sum(r["correct"] for r in records)
+    cut = sum(bool(r.get("cut_at_budget")) for r in records)
     tokens = sum(r["output_tokens"] for r in records)
     seconds = sum(r["seconds"] for r in records)
     item_kv = [r["kv_bytes"] for r in records if r.get("kv_bytes") is not None]
@@ -188,6 +202,9 @@ def summarize(records: list[dict], wall_seconds: float | None = None) -> dict:
         "peak_kv_bytes_per_item": max(item_kv) if item_kv else None,
         "peak_kv_bytes_total": max(batch_kv) if batch_kv else None,
         "extraction_rules": extraction_rule_counts(records),
+        # Outputs whose decoding hit max_new_tokens (records written before this was recorded count as not cut).
+        "cut_at_budget": cut,
+        "cut_at_budget_share": cut / n if n else 0.0,
     }
 
 

@@ -72,3 +72,9 @@ if [[ $vllm == 1 && $target == cpu ]]; then
 fi
 
 "$PY" -m pip check
+if [[ $test == 1 ]]; then
+  # EvalPlus's checker for the peer table (tests/test_peer_table.py), after the check: installed with --no-deps, as
+  # the checker needs only numpy and psutil; its code-generation dependencies (openai, datasets, ...) stay out, and
+  # `pip check` would list them.
+  "$PY" -m pip install -q --no-deps -r requirements-peer.txt
+fi

@@ -11,10 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(1, str(TESTS))  # the test helpers: tiny_model, output_guard, faults
+sys.path.insert(1, str(TESTS))  # the test helpers: tiny_model, output_guard, faults, peers
 
 import faults  # noqa: E402
 import output_guard  # noqa: E402
+import peers  # noqa: E402
 import tiny_model  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -60,11 +61,12 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fault table of tests/test_faults.py, when it ran."""
-    if faults.TABLE:
-        terminalreporter.write_sep("=", "fault injection")
-        for line in faults.TABLE:
-            terminalreporter.write_line(line)
+    """The fault table of tests/test_faults.py and the peer table of tests/test_peer_table.py, when they ran."""
+    for title, table in (("fault injection", faults.TABLE), ("peer table (tests/peers.py)", peers.TABLE)):
+        if table:
+            terminalreporter.write_sep("=", title)
+            for line in table:
+                terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

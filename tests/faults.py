@@ -238,6 +238,34 @@ def sandbox_passes_on_exit_code_zero(patch):
     patch.setattr(sandbox, "SandboxResult", ExitCodeIsEnough)
 
 
+def thinking_not_stripped(patch):
+    """The answer read from the whole output, thinking included: a box inside the thinking wins over the final
+    answer, and thinking cut off at the budget is credited from the last number it mentioned."""
+    import dataclasses
+
+    import data
+    import utils
+
+    read = utils.read_output
+    patch.setattr(data, "read_output", lambda text, prompt="", cut_at_budget=False, whole_text=False:
+                  dataclasses.replace(read(text, prompt, cut_at_budget, whole_text), answer_text=text or ""))
+
+
+def budget_cut_outputs_credited(patch):
+    """The last-number / last-line / bold-letter fallbacks also credit outputs cut at the token budget."""
+    import utils
+
+    patch.setattr(utils.Reading, "fallbacks_allowed", property(lambda self: True))
+
+
+def harness_reachable_by_the_candidate(patch):
+    """Candidate and tests run as one program (the reference's way), so the candidate can rebind what the tests
+    use: every harness is taken for one of plain asserts."""
+    import code_check
+
+    patch.setattr(code_check, "parse_harness", lambda tests: None)
+
+
 # ------------------------------------------------------------------------------- the paper's experimental setting
 
 def one_stream_for_all_rows(patch):
@@ -455,6 +483,15 @@ FAULTS = [
     Fault("--think token not appended to latent_mas prompts", think_token_dropped, (
         "tests/test_fidelity.py::test_think_adds_exactly_the_think_token_to_latent_mas_agents"
         "[latent_mas-sequential-chain]",)),
+    Fault("thinking not stripped before scoring", thinking_not_stripped, (
+        "tests/test_scoring.py::test_what_is_read[box inside the thinking]",
+        "tests/test_scoring.py::test_what_is_read[thinking ended without closing]")),
+    Fault("outputs cut at the token budget credited by a fallback", budget_cut_outputs_credited, (
+        "tests/test_scoring.py::test_what_is_read[cut mid-sentence]",
+        "tests/test_scoring.py::test_records_carry_thinking_and_the_budget_cut_and_summary_counts_cuts")),
+    Fault("test harness reachable by the candidate", harness_reachable_by_the_candidate, (
+        "tests/test_scoring.py::test_the_harness_is_out_of_the_candidates_reach[comparison helper rebound]",
+        "tests/test_scoring.py::test_the_harness_is_out_of_the_candidates_reach[builtin zip rebound]")),
     Fault("tiny model with constant outputs (tied embeddings)", constant_tiny_model, (
         "tests/test_api.py::test_same_model_hierarchical_equals_method",)),
     Fault("answer format with an example answer", answer_format_with_an_example_answer, (

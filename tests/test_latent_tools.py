@@ -13,6 +13,7 @@ import run
 from methods import METHODS, MethodSettings
 from methods.runner import item_record, print_trace, run_method, summarize
 from prompts import PromptBook
+from utils import Score
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEMS = [{"question": "What is 2 + 3?", "gold": "5"},
@@ -65,7 +66,7 @@ def test_decode_latents_reads_every_step_through_lm_head_and_embeddings(make_tin
         assert step["nearest_input"] == [wrapper.tokenizer.decode([i]) for i in cos.topk(k).indices.tolist()]
         assert abs(step["nearest_input_cos"][0] - cos.max().item()) < 1e-3
 
-    record = item_record("latent_mas", 0, ITEMS[0], outs[0], "5", True)
+    record = item_record("latent_mas", 0, ITEMS[0], outs[0], Score("5", True, "last_boxed"))
     assert json.loads(json.dumps(record))["agents"][0]["latent_tokens"] == planner_of(outs[0]).latent_tokens
     print_trace(record)
     printed = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[Latent tokens]")]
@@ -93,7 +94,7 @@ def test_decode_latents_off_does_no_extra_work(make_tiny_wrapper, monkeypatch, t
     monkeypatch.setattr(wrapper, "decode_thoughts", lambda *a, **kw: pytest.fail("decode_thoughts ran while off"))
     outs = make("latent_mas", wrapper, topology=topology, latent_steps=2).run_batch(ITEMS, "number")
     assert keep and not any(keep)
-    record = item_record("latent_mas", 0, ITEMS[0], outs[0], None, False)
+    record = item_record("latent_mas", 0, ITEMS[0], outs[0], Score(None, False, "none"))
     assert all("latent_tokens" not in a for a in record["agents"])
 
 

@@ -4,6 +4,7 @@ each returns within its timeout plus 2 s."""
 import os
 import resource
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,20 +29,10 @@ def contained(mechanism):
     return mechanism
 
 
-def _stray_sandbox_processes() -> list[int]:
-    lo, hi = sandbox.SANDBOX_UID_BASE, sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_COUNT
-    stray = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as f:
-                    status = f.read()
-            except OSError:
-                continue
-            uid = int(status.split("\nUid:")[1].split()[0])
-            if lo <= uid < hi and "\nState:\tZ" not in status:
-                stray.append(int(name))
-    return stray
+def _left_behind(result: sandbox.SandboxResult) -> list[int]:
+    """Live processes of the sandbox that produced `result` (its dedicated uid), not of other sandboxes on the
+    machine: another evaluation may be running beside this one."""
+    return sandbox._pids_of_uid(result.uid) if result.uid is not None else []
 
 
 def _run_attack(code: str, timeout: float = 3.0) -> sandbox.SandboxResult:
@@ -50,7 +41,7 @@ def _run_attack(code: str, timeout: float = 3.0) -> sandbox.SandboxResult:
     took = time.monotonic() - start
     assert not result.ok, f"attack passed: {code!r}"
     assert took < timeout + 2, f"took {took:.1f} s"
-    assert not _stray_sandbox_processes()
+    assert not _left_behind(result)
     return result
 
 
@@ -173,7 +164,7 @@ def test_kill_everything(contained):
         # kill(-1) spares the sender, so the program may finish; what matters is that nothing else died.
         assert result.elapsed < 5
         assert bystander.poll() is None
-        assert not _stray_sandbox_processes()
+        assert not _left_behind(result)
     finally:
         bystander.kill()
         bystander.wait()
@@ -209,6 +200,56 @@ def test_runs_in_parallel(mechanism):
     assert time.monotonic() - start < 5.5  # serial would take 6+ s
 
 
+def _sandbox_pids(exclude: set[int] = frozenset()) -> set[int]:
+    lo, hi = sandbox.SANDBOX_UID_BASE, sandbox.SANDBOX_UID_BASE + sandbox.SANDBOX_UID_COUNT
+    pids = set()
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/status") as f:
+                uid = int(f.read().split("\nUid:")[1].split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+        if lo <= uid < hi and int(name) not in exclude:
+            pids.add(int(name))
+    return pids
+
+
+def test_two_evaluations_on_one_machine(contained):
+    """Another evaluation's sandboxed program (another process, as a second test run or run.py) runs beside
+    this one's attacks: neither disturbs the other (each kills and checks only its own uid)."""
+    before = _sandbox_pids()
+    other = subprocess.Popen([sys.executable, "-c", "import sandbox\n"
+                              "r = sandbox.run_sandboxed('import time\\ntime.sleep(8)', timeout=30)\n"
+                              "print(r.ok, r.elapsed)"],
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not _sandbox_pids(before) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sandbox_pids(before), "the other evaluation's program did not start"
+        _run_attack("while True:\n    pass", timeout=2)
+        _run_attack("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+                    timeout=2)
+        out, _ = other.communicate(timeout=40)
+    finally:
+        other.kill()
+    ok, elapsed = out.split()
+    assert ok == "True" and float(elapsed) >= 8  # it ran its whole sleep: nothing here killed it
+
+
+def test_a_uid_is_claimed_on_the_whole_machine(contained):
+    uid = sandbox._alloc_uid()
+    try:
+        probe = f"import sandbox\nprint(sandbox._claim({uid}))"
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout
+        assert out.strip() == "None"  # another process cannot take it while it is in use here
+    finally:
+        sandbox._free_uid(uid)
+    assert not os.path.exists(os.path.join(sandbox.UID_CLAIMS, str(uid)))
+
+
 def test_fallback_mechanisms():
     if os.geteuid() == 0:
         assert run_sandboxed("import os\nassert os.getuid() != 0", timeout=10, mechanism="uid").ok
@@ -234,6 +275,6 @@ def test_reference_solutions_pass(data_dir):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     workers = os.cpu_count() or 2
-    assert script.check("mbppplus", str(data_dir), workers, None)[:2] == (378, 378)
-    passed, total, failures = script.check("humanevalplus", str(data_dir), workers, None)
+    assert script.check("mbppplus", str(data_dir), workers)[:2] == (378, 378)
+    passed, total, failures = script.check("humanevalplus", str(data_dir), workers)
     assert (passed, total) == (163, 164) and [task_id for task_id, _ in failures] == ["HumanEval/32"]

@@ -450,8 +450,7 @@ def check_vllm_flags(args: argparse.Namespace) -> None:
         raise UsageError(INSTALL_HINT)
     import torch
 
-    from engine import judger_layout, replays_exactly
-    from topology import make_plan
+    from engine import judger_layout
     from vllm_backend import memory_settings
 
     cuda = torch.cuda.is_available()
@@ -460,22 +459,25 @@ def check_vllm_flags(args: argparse.Namespace) -> None:
                          "beside the HF model in one process")
     memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization)
     if "latent_mas" in args.method:
-        plan = make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
-                         sequential_info_only=args.sequential_info_only)
-        args.vllm_judger_layout = judger_layout(args.vllm_judger_layout, replays_exactly(plan))
+        args.vllm_judger_layout = judger_layout(args.vllm_judger_layout, kv_layout_is_exact(args))
     elif args.vllm_judger_layout is not None:
         raise UsageError("--vllm_judger_layout applies to latent_mas (its judger reads the latent memory)")
+
+
+def kv_layout_is_exact(args: argparse.Namespace) -> bool:
+    """Whether the run's plan keeps its memory in an order a re-prefill can equal (the vLLM judger's `kv` layout)."""
+    from engine import replays_exactly
+    from topology import make_plan
+
+    return replays_exactly(make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
+                                     sequential_info_only=args.sequential_info_only))
 
 
 def judger_layout_note(args: argparse.Namespace) -> str | None:
     """--use_vllm on a plan whose memory no re-prefill can equal: say, once, that the judger uses `reference`."""
     if not (args.use_vllm and "latent_mas" in args.method and args.vllm_judger_layout == "reference"):
         return None
-    from engine import replays_exactly
-    from topology import make_plan
-
-    if replays_exactly(make_plan(args.prompt, args.hierarchy, latent_only=args.latent_only,
-                                 sequential_info_only=args.sequential_info_only)):
+    if kv_layout_is_exact(args):
         return None
     return ("note: --use_vllm: no re-prefill equals this plan's KV hand-off (parallel specialists, --latent_only or "
             "--sequential_info_only), so the vLLM judger uses the reference layout (the reference's splice)")

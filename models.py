@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
 
 from errors import ModelLoadError
+from flags import default
 from cpu_linear import use_few_rows_linear
 from memory import Memory, _make_cache, copy_memory, select_rows
 from sampling import pick_tokens
@@ -115,8 +116,8 @@ class ModelWrapper:
         tokenizer,
         *,
         name: str | None = None,
-        latent_space_realign: bool = False,
-        realign_lambda: float = 1e-5,
+        latent_space_realign: bool = default("latent_space_realign"),
+        realign_lambda: float = default("realign_lambda"),
         realign_scale: float | None = None,
         enable_thinking: bool | None = None,
         source=None,
@@ -343,6 +344,12 @@ class ModelWrapper:
             ids = torch.arange(start, min(start + chunk, vocab), device=embed.weight.device)
             # Calling the embedding module (not reading .weight) includes scaling such as Gemma's sqrt(d).
             yield w_out[start:start + len(ids)].to(embed.weight.device), embed(ids)
+
+    def set_realignment(self, latent_space_realign: bool, realign_lambda: float) -> None:
+        """Change the realignment settings; the matrix is recomputed on next use when they differ."""
+        if (self.latent_space_realign, self.realign_lambda) != (latent_space_realign, realign_lambda):
+            self.latent_space_realign, self.realign_lambda = latent_space_realign, realign_lambda
+            self._realign_matrix = None
 
     @torch.no_grad()
     def realignment(self) -> tuple[torch.Tensor, torch.Tensor]:

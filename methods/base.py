@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from flags import default
 from engine import Engine, HFEngine, Handoff
 from models import Generation, ModelWrapper
 from prompts import PromptBook
@@ -18,19 +19,21 @@ from topology import make_plan
 
 @dataclass
 class MethodSettings:
-    topology: str = "sequential"            # "sequential" | "hierarchical"
-    max_new_tokens: int = 4096
-    temperature: float = 0.6                # 0 = greedy
-    top_p: float | None = 0.95              # None: the model's generation config (else generate's default)
-    top_k: int | None = None                # None: the model's generation config (Qwen3: 20; else generate's 50)
-    seed: int | None = 42                   # None: unseeded draws
-    think: bool = False                     # the reference's --think: "<think>" after latent_mas agents' prompts
-    latent_steps: int = 0
-    latent_only: bool = False               # keep only the last agent's latent steps as memory
-    sequential_info_only: bool = False      # keep only the last agent's positions (prompt + latent) as memory
-    hierarchy: str = "chain"                # hierarchical: "chain" (the reference's, published numbers) | "parallel"
-    text_mas_context_length: int = -1       # text_mas: keep at most this many tokens of earlier outputs (-1: all)
-    decode_latents: int = 0                 # latent_mas: store the top-K tokens of every latent step (0: off)
+    """What the methods read of the run's configuration; every default is flags.py's (the one declaration), except
+    max_new_tokens, whose flag default (None) means "the task's budget": run.py resolves it before building this."""
+    topology: str = default("prompt")       # "sequential" | "hierarchical"
+    max_new_tokens: int = 4096              # the largest paper budget but AIME's; run.py passes the task's
+    temperature: float = default("temperature")  # 0 = greedy
+    top_p: float | None = default("top_p")  # None: the model's generation config (else generate's default)
+    top_k: int | None = default("top_k")    # None: the model's generation config (Qwen3: 20; else generate's 50)
+    seed: int | None = default("seed")[0]   # None: unseeded draws
+    think: bool = default("think")          # the reference's --think: "<think>" after latent_mas agents' prompts
+    latent_steps: int = default("latent_steps")
+    latent_only: bool = default("latent_only")  # keep only the last agent's latent steps as memory
+    sequential_info_only: bool = default("sequential_info_only")  # keep only the last agent's positions
+    hierarchy: str = default("hierarchy")   # hierarchical: "chain" (the reference's, published numbers) | "parallel"
+    text_mas_context_length: int = default("text_mas_context_length")  # earlier outputs' tokens kept (-1: all)
+    decode_latents: int = default("decode_latents")  # latent_mas: the top-K tokens of every latent step (0: off)
 
 
 @dataclass

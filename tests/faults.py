@@ -299,6 +299,84 @@ def constant_tiny_model(patch):
     patch.setattr(tiny_model, "TIE", True)
 
 
+# ------------------------------------------------------------------------------------------------ prompts
+
+def answer_format_with_an_example_answer(patch):
+    """The old format line: an example value ("e.g. \\boxed{42}", "\\boxed{B}") that small models copy."""
+    import prompts
+
+    formats = dict(prompts.ANSWER_FORMATS)
+    formats["number"] = formats["number"].rstrip(".") + ", e.g. \\boxed{42}."
+    formats["choice"] = formats["choice"].rstrip(".") + ", e.g. \\boxed{B}."
+    patch.setattr(prompts, "ANSWER_FORMATS", formats)
+
+
+
+# ------------------------------------------------------------------------------------------- settings reach the run
+
+def ridge_lambda_never_reaches_the_realignment(patch):
+    """The realignment solved with the default ridge penalty whatever --realign_lambda says."""
+    import flags
+    import models
+
+    solve = models.ridge_realignment
+    patch.setattr(models, "ridge_realignment", lambda chunks, lam: solve(chunks, flags.default("realign_lambda")))
+
+
+def text_mas_context_keeps_the_start(patch):
+    """--text_mas_context_length keeps the first tokens of the earlier work instead of the most recent ones."""
+    from methods.text_mas import TextMASMethod
+
+    def context(self, entries):
+        text = "\n\n".join(f"[{name}]\n{output.strip()}" for name, output in entries)
+        limit = self.settings.text_mas_context_length
+        if limit > 0 and text:
+            ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            text = self.model.tokenizer.decode(ids[:limit])
+        return text
+
+    patch.setattr(TextMASMethod, "_context", context)
+
+
+# Field of the methods' settings for a flag, where the names differ.
+METHOD_FIELD = {"prompt": "topology"}
+
+
+def setting_ignored(name: str):
+    """A fault for one result-changing setting read by the methods: the setting keeps its default (flags.py) whatever
+    the run asks for."""
+    def apply(patch):
+        import flags
+        from methods.base import MethodSettings
+
+        init, field = MethodSettings.__init__, METHOD_FIELD.get(name, name)
+
+        def ignoring(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            object.__setattr__(self, field, flags.default(name))
+
+        patch.setattr(MethodSettings, "__init__", ignoring)
+
+    apply.__doc__ = f"--{name} never reaches the methods"
+    return apply
+
+
+def setting_faults() -> list[Fault]:
+    """One "ignored" fault per result-changing setting of flags.py that the methods read and whose default is a
+    value (not "resolved later"), each caught by its probe in tests/test_settings.py: the configuration's list drives
+    them, so a new result-changing setting of the methods gets its fault without an entry here."""
+    import dataclasses
+
+    import flags
+    from methods.base import MethodSettings
+
+    fields = {f.name for f in dataclasses.fields(MethodSettings)}
+    return [Fault(f"--{name} ignored (keeps its default)", setting_ignored(name),
+                  (f"tests/test_settings.py::test_result_setting_changes_the_run[{name}]",))
+            for name in flags.RESULT_SCOPES
+            if METHOD_FIELD.get(name, name) in fields and flags.default(name) is not None
+            and not isinstance(flags.default(name), list)]
+
 # ------------------------------------------------------------------------------------------------- the engines
 
 def vllm_judger_in_reference_layout(patch):
@@ -379,6 +457,14 @@ FAULTS = [
         "[latent_mas-sequential-chain]",)),
     Fault("tiny model with constant outputs (tied embeddings)", constant_tiny_model, (
         "tests/test_api.py::test_same_model_hierarchical_equals_method",)),
+    Fault("answer format with an example answer", answer_format_with_an_example_answer, (
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gsm8k]",
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gpqa]")),
+    Fault("ridge lambda never reaches the realignment", ridge_lambda_never_reaches_the_realignment, (
+        "tests/test_settings.py::test_result_setting_changes_the_run[realign_lambda]",)),
+    Fault("text_mas context limit keeps the start of the earlier work", text_mas_context_keeps_the_start, (
+        "tests/test_settings.py::test_result_setting_changes_the_run[text_mas_context_length]",)),
+    *setting_faults(),
     Fault("vLLM judger in the reference layout where kv is exact", vllm_judger_in_reference_layout, (
         "tests/test_vllm_backend.py::test_kv_layout_replays_the_kv_hand_off[sequential]",), (
         "tests/test_vllm_backend.py::test_vllm_kv_layout_judger_equals_the_hf_kv_path[sequential]",)),

@@ -437,10 +437,8 @@ def test_run_py_use_vllm_end_to_end_on_the_stand_in(tiny_model_dir, data_dir, tm
         "backend": "vllm", "version": "stub", "device": "cpu", "dtype": "float32"}
     assert settings["versions"]["vllm"] == "stub"
     assert "vllm_judger_layout" not in json.loads((tmp_path / "hf" / "summary.json").read_text())["settings"]
-    # The backend changes results: neither folder resumes with the other backend.
-    with pytest.raises(run.UsageError, match="use_vllm"):
-        run.main([*common, "--method", "baseline", "latent_mas", "--latent_steps", "2", "--resume",
-                  "--output_dir", str(out)])
+    # The backend changes results: an HF folder does not resume on vLLM (a bare --resume keeps the folder's
+    # recorded backend, issue 24's resume).
     with pytest.raises(run.UsageError, match="use_vllm"):
         run.main([*common, "--method", "baseline", "latent_mas", "--latent_steps", "2", "--use_vllm",
                   "--vllm_kv_cache_gib", "0.5", "--resume", "--output_dir", str(tmp_path / "hf")])

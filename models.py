@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import copy
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessorList
 
 from errors import ModelLoadError
+from flags import default
 from cpu_linear import use_few_rows_linear
 from memory import Memory, _make_cache, copy_memory, select_rows
 from sampling import pick_tokens
@@ -38,11 +39,22 @@ class Generation:
     token_ids: list[list[int]]
     num_tokens: list[int]
     kv: dict | None = None  # Memory.usage() of the largest cache held while decoding, positions of every row
-    cut_at_budget: list[bool] | None = None  # per row: no EOS, decoding stopped at max_new_tokens (None: unknown)
+    ended_by_eos: list[bool] = field(default_factory=list)  # per row: ended by EOS (True) or cut at the budget
 
-    def cut(self, row: int) -> bool:
-        """Whether row `row` was cut at the token budget (False where unknown)."""
-        return bool(self.cut_at_budget and self.cut_at_budget[row])
+
+def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequence[int]) -> Generation:
+    """A Generation from per-row generated token ids, for every engine: each row cut after its first EOS (counted,
+    and the row marked as ended by EOS), its text decoded with skip_special_tokens=True."""
+    eos = set(eos_token_ids)
+    texts, ids, counts, ended = [], [], [], []
+    for row in rows:
+        row = list(row)
+        n = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
+        ids.append(row[:n])
+        counts.append(n)
+        ended.append(bool(row[:n]) and row[n - 1] in eos)
+        texts.append(tokenizer.decode(row[:n], skip_special_tokens=True))
+    return Generation(texts, ids, counts, ended_by_eos=ended)
 
 
 def _parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -104,8 +116,8 @@ class ModelWrapper:
         tokenizer,
         *,
         name: str | None = None,
-        latent_space_realign: bool = False,
-        realign_lambda: float = 1e-5,
+        latent_space_realign: bool = default("latent_space_realign"),
+        realign_lambda: float = default("realign_lambda"),
         realign_scale: float | None = None,
         enable_thinking: bool | None = None,
         source=None,
@@ -333,6 +345,12 @@ class ModelWrapper:
             # Calling the embedding module (not reading .weight) includes scaling such as Gemma's sqrt(d).
             yield w_out[start:start + len(ids)].to(embed.weight.device), embed(ids)
 
+    def set_realignment(self, latent_space_realign: bool, realign_lambda: float) -> None:
+        """Change the realignment settings; the matrix is recomputed on next use when they differ."""
+        if (self.latent_space_realign, self.realign_lambda) != (latent_space_realign, realign_lambda):
+            self.latent_space_realign, self.realign_lambda = latent_space_realign, realign_lambda
+            self._realign_matrix = None
+
     @torch.no_grad()
     def realignment(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(W_a [d, d] float32, target norm scalar): computed once per wrapper, then cached."""
@@ -552,23 +570,9 @@ class ModelWrapper:
             logits, memory = self._forward_logits(torch.ones_like(token)[:, None], memory, input_ids=token[:, None])
         if len(live) and steps:  # rows still in the batch at the end (the budget was reached)
             retire(torch.ones_like(live, dtype=torch.bool))
-        result = self._finish(generated[:, :steps], eos)
+        result = finish_rows(self.tokenizer, generated[:, :steps].tolist(), self.eos_token_ids)
         result.kv = {**peak, "row_positions": positions} if peak else memory.usage()
         return result
-
-    def _finish(self, generated: torch.Tensor, eos: torch.Tensor) -> Generation:
-        texts, ids, counts, cut = [], [], [], []
-        for row in generated.tolist():
-            n = len(row)
-            for i, tok in enumerate(row):
-                if tok in eos.tolist():
-                    n = i + 1
-                    break
-            ids.append(row[:n])
-            counts.append(n)
-            cut.append(not row[:n] or row[n - 1] not in eos.tolist())  # no EOS: the loop ran to max_new_tokens
-            texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
-        return Generation(texts, ids, counts, cut_at_budget=cut)
 
 
 def pad_embeds(embeds: Sequence[torch.Tensor], *, dtype: torch.dtype | None = None,

@@ -13,16 +13,21 @@ from pathlib import Path
 
 from errors import PromptError
 
+# No example answer: small models copy an example ("e.g. \boxed{42}" was answered 42, and scored right wherever
+# the gold is 42). "\boxed{}" alone names the format; copied, it is empty and extracts to nothing the scorers
+# accept (tests/test_prompts.py checks every task's extraction on every rendered prompt).
 ANSWER_FORMATS = {
-    "number": "Reason step by step, then give the final answer as a number inside \\boxed{}, e.g. \\boxed{42}.",
-    "integer": "Reason step by step, then give the final answer as an integer inside \\boxed{}, e.g. \\boxed{42}.",
-    "choice": "Reason step by step, then give the letter of the correct option inside \\boxed{}, e.g. \\boxed{B}.",
+    "number": "Reason step by step, then give the final answer as a number inside \\boxed{}.",
+    "integer": "Reason step by step, then give the final answer as an integer inside \\boxed{}.",
+    "choice": "Reason step by step, then give the letter of the correct option inside \\boxed{}.",
     "code": "Write the complete solution as one Python function in a single ```python code block, "
             "with any imports it needs and no example usage or tests.",
 }
 
 DEFAULT_PROMPTS: dict[str, str] = {
-    "system": "You are a helpful assistant that collaborates with other agents to solve problems.",
+    # One system line for every method, so the single agent and the agents of a system differ only in their roles
+    # (the single agent is told of no other agents).
+    "system": "You are a helpful assistant that solves problems carefully.",
     # How earlier agents' work reaches this agent.
     "latent_context": "The work of the agents before you is already in your memory as latent thoughts, not as text.",
     "text_context": "Here is the work of the agents before you:\n\n{context}",
@@ -105,4 +110,7 @@ def _read_prompt_file(path: str) -> dict[str, str]:
         except (KeyError, IndexError, ValueError) as exc:
             raise PromptError(f"prompt file {path}: key '{key}' has a bad placeholder ({exc}); "
                               "use {question}, {context}, {answer_format} and {{ }} for braces") from None
+        if "{question}" in DEFAULT_PROMPTS[key] and "{question}" not in text:  # an agent's prompt: else it runs blind
+            raise PromptError(f"prompt file {path}: key '{key}' has no {{question}}: the agent would never see the "
+                              "question")
     return raw

@@ -19,23 +19,23 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from errors import OneLineParser, ReportError, one_line_errors
+from errors import OneLineParser, ReportError, check_output_folder, one_line_errors
+from flags import result_keys
 from paper_results import METHODS, MODEL_SIZES, PaperRow, lookup
 
 LABELS = {"baseline": "Single", "text_mas": "TextMAS", "latent_mas": "LatentMAS"}
 # A summary must give these per method; seconds_per_item is derived when an older summary lacks it.
 REQUIRED_METRICS = ("n", "accuracy", "avg_output_tokens", "seconds")
-# Settings that change results. Runs are merged into one row only where they agree, so the Improve ratios never
-# compare two settings; a key a summary lacks (an older run.py) counts as its own value.
-# Every method of a row must agree on these:
-COMPARABLE_KEYS = ("split", "max_new_tokens", "temperature", "top_p", "top_k", "seed", "think", "disable_thinking",
-                   "dtype", "system_prompt", "prompt_file_sha256", "score_whole_text")
+# Settings that change results (flags.py's `result` marks, the same list --resume checks). Runs are merged into one
+# row only where they agree, so the Improve ratios never compare two settings; a key a summary lacks (an older
+# run.py) counts as its own value. Task, topology and model make the row's key (Run.key); every method of a row
+# must agree on the settings that act on all methods (the backend, use_vllm, included):
+ROW_KEYS = ("task", "prompt", "model_name")
+COMPARABLE_KEYS = tuple(k for k in result_keys("all") if k not in ROW_KEYS)
 # TextMAS and LatentMAS must also agree on the topology's details (the single agent has none):
-MAS_KEYS = ("hierarchy",)
+MAS_KEYS = tuple(k for k in result_keys("mas") if k not in ROW_KEYS)
 # And each method's own settings: one row per combination (a sweep of m gives one row per m).
-METHOD_KEYS = {"baseline": (), "text_mas": ("text_mas_context_length",),
-               "latent_mas": ("latent_steps", "latent_space_realign", "realign_lambda", "latent_only",
-                              "sequential_info_only")}
+METHOD_KEYS = {method: result_keys(method) for method in METHODS}
 
 
 # ---------------------------------------------------------------- ratios shared by both tables
@@ -109,7 +109,7 @@ class Run:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return self.settings["task"], self.settings["prompt"], self.settings["model_name"]
+        return tuple(self.settings[k] for k in ROW_KEYS)
 
     def values(self, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         """(key, JSON of the value) for each key: hashable, comparable, and a missing key stays distinct."""
@@ -133,7 +133,7 @@ def load_run(run_dir: Path) -> Run:
             or not isinstance(data.get("methods"), dict):
         raise ReportError(f"{path}: expected an object with 'settings' and 'methods' objects")
     settings = data["settings"]
-    for key in ("task", "prompt", "model_name"):
+    for key in ROW_KEYS:
         if not isinstance(settings.get(key), str) or not settings[key]:
             raise ReportError(f"{path}: settings.{key} is missing or not a string")
     for name, metrics in data["methods"].items():
@@ -538,36 +538,50 @@ STYLE = {"baseline": ("tab:gray", "o"), "text_mas": ("tab:blue", "s"), "latent_m
 
 
 def write_png(path: Path, records: list[dict]) -> None:
+    """report_figure as a PNG. The saved area is the figure's tight bounding box, so the row key below the panels
+    is never cut off, however long a row's label (its settings) or however many rows."""
+    import matplotlib.pyplot as plt
+
+    fig = report_figure(records)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def report_figure(records: list[dict]):
     """Left: accuracy against output tokens per item; right: seconds per item. Filled markers are ours, hollow
-    ones the paper's; points carry the row number, whose full label is on the right panel's axis."""
+    ones the paper's (and a "paper" legend entry only when some are drawn); points carry the row number, and the
+    key under the panels names each row in full, one line per row."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; must precede pyplot
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    paper_points = 0
     for i, rec in enumerate(records, 1):
         for m, (color, marker) in STYLE.items():
-            plot_point(left, rec, m, i, "tokens", "accuracy", color, marker)
-            plot_point(right, rec, m, i, None, "seconds_per_item", color, marker)
+            paper_points += plot_point(left, rec, m, i, "tokens", "accuracy", color, marker)
+            paper_points += plot_point(right, rec, m, i, None, "seconds_per_item", color, marker)
     left.set(xlabel="output tokens per item", ylabel="accuracy (%)", title="Accuracy against output tokens")
-    right.set(ylabel="seconds per item", title="Time per item")
-    right.set_xticks(range(1, len(records) + 1),
-                     [f"{i}: {rec_label(r)}" for i, r in enumerate(records, 1)], rotation=25, ha="right", fontsize=8)
+    right.set(xlabel="row", ylabel="seconds per item", title="Time per item")
+    right.set_xticks(range(1, len(records) + 1))
     right.set_xlim(0.5, len(records) + 0.5)
     for ax, axis in ((left, "x"), (right, "y")):
         log_if_wide(ax, axis)
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, marker=mk, ls="", label=LABELS[m]) for m, (c, mk) in STYLE.items()]
-    handles.append(Line2D([], [], color="black", marker="o", ls="", mfc="none", label="paper"))
+    if paper_points:
+        handles.append(Line2D([], [], color="black", marker="o", ls="", mfc="none", label="paper"))
     left.legend(handles=handles, loc="best", fontsize=8)
-    if not records:
+    if records:
+        # Below the axes, outside the canvas: the tight bounding box of write_png takes it in.
+        key = "\n".join(f"{i}: {rec_label(r)}" for i, r in enumerate(records, 1))
+        fig.text(0.06, 0.02, key, ha="left", va="top", fontsize=8)
+    else:
         left.text(0.5, 0.5, "no results", ha="center", transform=left.transAxes)
-    # Fixed margins, not tight_layout: it draws the figure once more just to measure it (about a second).
-    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.3, wspace=0.2)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.93, bottom=0.12, wspace=0.2)
+    return fig
 
 
 def rec_label(rec: dict) -> str:
@@ -577,17 +591,21 @@ def rec_label(rec: dict) -> str:
     return f"{rec['task']} {topology} {rec['model_name'].split('/')[-1]}{m}{settings}"
 
 
-def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> None:
-    """Ours filled, the paper's hollow; on the time panel (xkey None) methods sit side by side around x = i."""
+def plot_point(ax, rec: dict, method: str, i: int, xkey: str | None, ykey: str, color: str, marker: str) -> int:
+    """Ours filled, the paper's hollow; on the time panel (xkey None) methods sit side by side around x = i.
+    Returns how many of the paper's points it drew (0 or 1)."""
     offset = {"baseline": -0.2, "text_mas": 0.0, "latent_mas": 0.2}[method]
+    paper_drawn = 0
     for prefix, filled in (("", True), ("paper_", False)):
         y = rec.get(f"{prefix}{method}_{ykey}")
         x = i + offset if xkey is None else rec.get(f"{prefix}{method}_{xkey}")
         if x is None or y is None:
             continue
         ax.plot([x], [y], marker=marker, color=color, ls="", ms=8, mfc=color if filled else "none")
+        paper_drawn += not filled
         if filled and xkey is not None:
             ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, color=color)
+    return paper_drawn
 
 
 def log_if_wide(ax, axis: str) -> None:
@@ -607,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="output folders of run.py")
     p.add_argument("--out", required=True, type=Path, help="folder for report.md, report.csv and report.png")
     args = p.parse_args(argv)
+    check_output_folder(args.out, "--out")
     runs = [load_run(d) for d in args.run_dirs]  # all checked before anything is written
     rows = build_rows(runs)
     records = [row_record(r) for r in rows]

@@ -1,7 +1,11 @@
-"""Splicing earlier agents' work into an agent's prompt as input embeddings, right after its user-turn header.
+"""Earlier agents' work as input embeddings of an agent's prompt: the vLLM judger's two layouts (engine.py,
+JUDGER_LAYOUTS; stock engines decode from `{"prompt_embeds": [T, d]}`) and the bridged thoughts of heterogeneous
+agents (bridge.py).
 
-The judger's prompt embeddings of the vLLM path (stock engines decode from `{"prompt_embeds": [T, d]}`) and the
-bridged thoughts of heterogeneous agents (bridge.py) are both assembled here, from the model's own chat template.
+- `replay_embeds` (layout `kv`): the memory's own sequence, then the judger's whole prompt. For a memory kept whole
+  and in order this is exactly what the KV hand-off holds, position for position.
+- `judger_embeds` (layout `reference`): the work spliced in right after the judger's user-turn header, found from
+  the model's own chat template (the reference's fast path).
 """
 
 from __future__ import annotations
@@ -81,27 +85,38 @@ def rollout_segments(model: ModelWrapper, input_ids: torch.Tensor, mask: torch.T
     return out
 
 
+def segment_embeds(model: ModelWrapper, segments: Sequence[Segment], like: torch.Tensor) -> list[torch.Tensor]:
+    """Each segment in order: embed(its prompt tokens), then its fed vectors (cast to `like`'s dtype and device)."""
+    parts = []
+    for seg in segments:
+        if seg.ids:
+            parts.append(embed_ids(model, seg.ids))
+        if seg.thoughts is not None and seg.thoughts.shape[0]:
+            parts.append(seg.thoughts.to(device=like.device, dtype=like.dtype))
+    return parts
+
+
+@torch.no_grad()
+def replay_embeds(model: ModelWrapper, segments: Sequence[Segment], prompt: str) -> torch.Tensor:
+    """The `kv` layout for one row: [T, d] = the segments in the memory's order (segment_embeds), then
+    embed(the final agent's rendered prompt, suffix included). No padding: the row's positions are the hand-off's
+    real positions, in order, so a prefill from position 0 rebuilds the same keys and values."""
+    prompt_embeds = embed_ids(model, token_ids(model, prompt))
+    return torch.cat(segment_embeds(model, segments, prompt_embeds) + [prompt_embeds], dim=0)
+
+
 @torch.no_grad()
 def judger_embeds(model: ModelWrapper, messages: list[dict], segments: Sequence[Segment],
                   suffix: str = "") -> torch.Tensor:
-    """The judger's prompt as input embeddings [T, d] for one row (no padding).
+    """The `reference` layout for one row: the judger's prompt as input embeddings [T, d] (no padding).
 
-    embed(prompt up to and including the last user-turn header) + for each segment in order: embed(its prompt
-    tokens) + its latent vectors, + embed(the rest of the prompt, then `suffix`: the think token under --think).
-    The split point comes from the chat template (bridge.split_user_turn). Without segments: the embeddings of the
-    whole rendered prompt and suffix.
+    embed(prompt up to and including the last user-turn header) + the segments in order (segment_embeds) +
+    embed(the rest of the prompt, then `suffix`: the think token under --think). The split point comes from the
+    chat template (split_user_turn). Without segments: the embeddings of the whole rendered prompt and suffix.
     """
     if not segments:
         return embed_ids(model, token_ids(model, model.render_chat(messages) + suffix))
     prefix, rest = split_user_turn(model, messages)
     first = embed_ids(model, token_ids(model, prefix))
-    parts = [first]
-    for seg in segments:
-        if seg.ids:
-            parts.append(embed_ids(model, seg.ids))
-        if seg.thoughts is not None and seg.thoughts.shape[0]:
-            parts.append(seg.thoughts.to(device=first.device, dtype=first.dtype))
-    parts.append(embed_ids(model, token_ids(model, rest + suffix)))
-    return torch.cat(parts, dim=0)
-
-
+    return torch.cat([first, *segment_embeds(model, segments, first), embed_ids(model, token_ids(model, rest + suffix))],
+                     dim=0)

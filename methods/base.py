@@ -9,7 +9,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from models import ModelWrapper
+from flags import default
+from engine import Engine, HFEngine, Handoff
+from models import Generation, ModelWrapper
 from prompts import PromptBook
 from sampling import stream_seed
 from topology import make_plan
@@ -17,19 +19,21 @@ from topology import make_plan
 
 @dataclass
 class MethodSettings:
-    topology: str = "sequential"            # "sequential" | "hierarchical"
-    max_new_tokens: int = 4096
-    temperature: float = 0.6                # 0 = greedy
-    top_p: float | None = 0.95              # None: the model's generation config (else generate's default)
-    top_k: int | None = None                # None: the model's generation config (Qwen3: 20; else generate's 50)
-    seed: int | None = 42                   # None: unseeded draws
-    think: bool = False                     # the reference's --think: "<think>" after latent_mas agents' prompts
-    latent_steps: int = 0
-    latent_only: bool = False               # keep only the last agent's latent steps as memory
-    sequential_info_only: bool = False      # keep only the last agent's positions (prompt + latent) as memory
-    hierarchy: str = "chain"                # hierarchical: "chain" (the reference's, published numbers) | "parallel"
-    text_mas_context_length: int = -1       # text_mas: keep at most this many tokens of earlier outputs (-1: all)
-    decode_latents: int = 0                 # latent_mas: store the top-K tokens of every latent step (0: off)
+    """What the methods read of the run's configuration; every default is flags.py's (the one declaration), except
+    max_new_tokens, whose flag default (None) means "the task's budget": run.py resolves it before building this."""
+    topology: str = default("prompt")       # "sequential" | "hierarchical"
+    max_new_tokens: int = 4096              # the largest paper budget but AIME's; run.py passes the task's
+    temperature: float = default("temperature")  # 0 = greedy
+    top_p: float | None = default("top_p")  # None: the model's generation config (else generate's default)
+    top_k: int | None = default("top_k")    # None: the model's generation config (Qwen3: 20; else generate's 50)
+    seed: int | None = default("seed")[0]   # None: unseeded draws
+    think: bool = default("think")          # the reference's --think: "<think>" after latent_mas agents' prompts
+    latent_steps: int = default("latent_steps")
+    latent_only: bool = default("latent_only")  # keep only the last agent's latent steps as memory
+    sequential_info_only: bool = default("sequential_info_only")  # keep only the last agent's positions
+    hierarchy: str = default("hierarchy")   # hierarchical: "chain" (the reference's, published numbers) | "parallel"
+    text_mas_context_length: int = default("text_mas_context_length")  # earlier outputs' tokens kept (-1: all)
+    decode_latents: int = default("decode_latents")  # latent_mas: the top-K tokens of every latent step (0: off)
 
 
 @dataclass
@@ -78,12 +82,13 @@ class Method:
     name = "method"
     uses_think_token = False  # --think applies to this method's agents (the reference: latent_mas only)
 
-    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook, engine=None) -> None:
+    def __init__(self, model: ModelWrapper, settings: MethodSettings, prompts: PromptBook,
+                 engine: Engine | None = None) -> None:
         self.model = model
         self.settings = settings
         self.prompts = prompts
-        # --use_vllm: a vllm_backend.VLLMEngine (or its HF twin HFEngine) that decodes instead of the HF model.
-        self.engine = engine
+        # What every decode goes through (engine.py): the HF model by default, vLLM with --use_vllm.
+        self.engine = engine if engine is not None else HFEngine(model)
         self.sampling = model.sampling_config(settings.temperature, settings.top_p, settings.top_k)
         # Which agents run, in which order, what each reads and keeps (topology.py); the API may set its own roles.
         self.plan = make_plan(settings.topology, settings.hierarchy, latent_only=settings.latent_only,
@@ -164,21 +169,19 @@ class Method:
                 self.progress(f"{name}: {work} {done}/{total}, ~{left:.0f}s left at most")
         return on_step
 
-    def generate(self, prompts: list[str], streams: list[int] | None, memory=None, roles: Sequence[str] = ()):
-        """Decode rendered prompts (rows matching `streams`) of the agents `roles`, after `memory` when given."""
-        s = self.settings
-        if self.engine is not None and memory is None:
-            self.report(roles, "decoding on the engine")
-            # Same settings and the same Generation (token counts up to and including EOS) from the engine.
-            gen = self.engine.generate_texts(prompts, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                             streams=streams)
-            self.track_kv(gen.kv)
-            return gen
-        ids, mask = self.model.encode(prompts)
-        gen = self.model.generate(ids, mask, memory, max_new_tokens=s.max_new_tokens, sampling=self.sampling,
-                                  streams=streams, on_step=self.report(roles, "tokens"))
+    def generate(self, prompts: list[str], streams: list[int] | None, handoff: Handoff | None = None,
+                 roles: Sequence[str] = ()) -> Generation:
+        """Decode rendered prompts (rows matching `streams`) of the agents `roles` on the engine, after the latent
+        hand-off when given."""
+        gen = self.engine.generate(prompts, max_new_tokens=self.settings.max_new_tokens, sampling=self.sampling,
+                                   streams=streams, handoff=handoff, on_step=self.report(roles, "tokens"))
         self.track_kv(gen.kv)
         return gen
+
+
+def cut_at_budget(gen: Generation, row: int) -> bool:
+    """Whether decoding row `row` stopped at max_new_tokens rather than at EOS (False where not recorded)."""
+    return bool(gen.ended_by_eos) and not gen.ended_by_eos[row]
 
 
 def kv_per_item(usage: dict, items: int) -> list[int]:

@@ -1,18 +1,20 @@
 """LatentMAS: agents think in latent steps and hand their KV cache on; only the final agent writes text.
 
 The agents, their order and what each reads come from the run's topology plan (topology.py), walked once by
-`think_all`: on the HF model the final agent continues the KV memory; with --use_vllm (an engine) the same walk
-also keeps, per row, each agent's prompt tokens and fed vectors, and the engine decodes the final agent from
-prompt embeddings. The KV estimator (`kv_plan`) walks the same plan over shapes.
+`think_all`. The walk keeps the KV memory and, per row, the memory's own sequence (each agent's prompt tokens and
+the vectors it was fed); both go to the engine as one hand-off (engine.Handoff): the HF engine continues the KV
+memory, vLLM re-prefills the sequence in its judger layout. The KV estimator (`kv_plan`) walks the same plan over
+shapes.
 """
 
 from __future__ import annotations
 
+from engine import Handoff, replays_exactly
 from memory import Memory, join_memories, keep_last, select_rows
-from splice import judger_embeds, rollout_segments
+from splice import rollout_segments
 from topology import EMPTY, KVShape, KVShapeOps, StageOps, walk
 
-from .base import AgentTrace, ItemOutput, Method, timed
+from .base import AgentTrace, ItemOutput, Method, cut_at_budget, timed
 
 
 class KVOps(StageOps[Memory]):
@@ -31,9 +33,9 @@ class KVOps(StageOps[Memory]):
         return join_memories(memories, self.config)
 
 
-class SpliceOps(StageOps[tuple]):
-    """--use_vllm: a KV memory (for the agents that continue it) paired with, per row, the Segments the judger's
-    prompt embeddings will hold (vllm_backend.judger_embeds): each agent's prompt tokens and the vectors it was fed."""
+class HandoffOps(StageOps[tuple]):
+    """A KV memory paired with, per row, the memory's own sequence as Segments (each agent's prompt tokens and the
+    vectors it was fed), cut and joined alike: what engine.Handoff carries to the final agent."""
 
     def __init__(self, kv: KVOps) -> None:
         self.kv = kv
@@ -61,47 +63,46 @@ class LatentMASMethod(Method):
         traces: list[list[AgentTrace]] = [[] for _ in range(n)]
         # The judger always continues from the accumulated memory, latent_steps = 0 included.
         read = self.think_all(items, answer_kind, traces)
+        messages = [self.prompts.messages(final, item["question"], answer_kind, None, read is not None)
+                    for item in items]
+        prompts = [self.model.render_chat(m) + self.prompt_suffix for m in messages]
+        handoff = None if read is None else Handoff(read[0], read[1], replays_exactly(self.plan), messages,
+                                                    self.prompt_suffix, self.model)
         seconds: list[float] = []
-        if self.engine is None:
-            prompts = self.render(final, items, answer_kind, latent=read is not None)
-            with timed(n, seconds):
-                gen = self.generate(prompts, self.streams(items, [final]), read, roles=[final])
-        else:
-            gen, prompts = self.decode_from_embeds(items, answer_kind, None if read is None else read[1], seconds)
+        with timed(n, seconds):
+            gen = self.generate(prompts, self.streams(items, [final]), handoff, roles=[final])
         for r, (trace, prompt, text, count) in enumerate(zip(traces, prompts, gen.texts, gen.num_tokens)):
-            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0], cut_at_budget=gen.cut(r)))
+            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0],
+                                    cut_at_budget=cut_at_budget(gen, r)))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
 
     def think_all(self, items: list[dict], answer_kind: str, traces: list[list[AgentTrace]]):
-        """Walk the plan's thinking stages: the memory the final agent reads (a Memory; with an engine, a pair
-        (Memory, per-row Segments)), or None."""
-        kv = KVOps(self.model.config, self.settings.latent_steps)
-        ops = kv if self.engine is None else SpliceOps(kv)
+        """Walk the plan's thinking stages: the memory the final agent reads, a pair (Memory, per-row Segments),
+        or None."""
+        ops = HandoffOps(KVOps(self.model.config, self.settings.latent_steps))
         return walk(self.plan, lambda roles, read: self.think(roles, items, answer_kind, read, traces), ops)
 
     def think(self, roles: tuple[str, ...], items: list[dict], answer_kind: str, read,
               traces: list[list[AgentTrace]]) -> tuple[list, list[int]]:
         """One stage: its agents' prompts appended to the memory they read and `latent_steps` latent steps, as one
-        batched rollout over (agent, item) rows. Returns one part per agent (the memory it read + its positions)
-        and the positions each appended. With an engine, parts are (Memory, per-row Segments) pairs."""
+        batched rollout over (agent, item) rows. Returns one part per agent, a (Memory, per-row Segments) pair of
+        what it read + its positions, and the positions each appended."""
         n, steps, decode = len(items), self.settings.latent_steps, self.settings.decode_latents
-        splice = self.engine is not None
-        memory, segments = (read if read is not None else (None, None)) if splice else (read, None)
+        memory, segments = read if read is not None else (None, None)
         prompts = [p for role in roles for p in self.render(role, items, answer_kind, latent=read is not None)]
         seconds: list[float] = []
         with timed(n, seconds):
             ids, mask = self.model.encode(prompts)
             if memory is not None and len(roles) > 1:  # each agent of the stage reads the same memory
                 memory = select_rows(memory, [i for _ in roles for i in range(n)], self.model.config)
-            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=decode > 0 or splice,
+            memory, hidden = self.model.latent_rollout(ids, mask, steps, memory, keep_hidden=True,
                                                        on_step=self.report(roles, "latent steps"))
             self.track_kv(memory.usage())
             parts = [memory] if len(roles) == 1 else [select_rows(memory, range(k * n, (k + 1) * n), self.model.config)
                                                       for k in range(len(roles))]
-            if splice:
-                rows = rollout_segments(self.model, ids, mask, hidden)
-                parts = [(part, [(segments[i] if segments else []) + [rows[k * n + i]] for i in range(n)])
-                         for k, part in enumerate(parts)]
+            rows = rollout_segments(self.model, ids, mask, hidden)
+            parts = [(part, [(segments[i] if segments else []) + [rows[k * n + i]] for i in range(n)])
+                     for k, part in enumerate(parts)]
         # Reading the thoughts (--decode_latents) is an audit, outside the timed work.
         latent_tokens = self.model.decode_thoughts(hidden, decode) if decode > 0 else None
         for k, role in enumerate(roles):
@@ -110,23 +111,6 @@ class LatentMASMethod(Method):
                                             seconds[0] / len(roles),
                                             latent_tokens=latent_tokens[k * n + i] if latent_tokens else None))
         return parts, [ids.shape[1] + steps] * len(roles)
-
-    def decode_from_embeds(self, items: list[dict], answer_kind: str, segments: list | None, seconds: list[float]):
-        """--use_vllm: the final agent decoded by the engine from prompt embeddings (vllm_backend.judger_embeds):
-        its own prompt's token embeddings with every kept segment spliced in after its user-turn header. This
-        re-prefills the memory from embeddings, as the reference's fast path does, so the final agent's positions
-        differ from the KV hand-off and its text is not expected to equal the HF path token for token."""
-        final, n = self.plan.final_role, len(items)
-        messages = [self.prompts.messages(final, item["question"], answer_kind, None, segments is not None)
-                    for item in items]
-        prompts = [self.model.render_chat(m) + self.prompt_suffix for m in messages]
-        self.report([final], "decoding from embeddings on the engine")
-        with timed(n, seconds):
-            embeds = [judger_embeds(self.model, m, segs, self.prompt_suffix)
-                      for m, segs in zip(messages, segments or [[]] * n)]
-            gen = self.engine.generate_from_embeds(embeds, max_new_tokens=self.settings.max_new_tokens,
-                                                   sampling=self.sampling, streams=self.streams(items, [final]))
-        return gen, prompts
 
     def kv_plan(self, items: list[dict], answer_kind: str) -> list[tuple[int, list[int]]]:
         """The memories run_batch builds, from prompt token counts alone (see Method.kv_plan): the same plan walked

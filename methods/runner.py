@@ -131,15 +131,16 @@ def print_trace(record: dict) -> None:
 
 def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
                predictions_path: Path, batch_size: int, trace: bool = True, extra: dict | None = None,
-               show_bar: bool = True, on_batch: Callable[[int], None] | None = None,
+               show_bar: bool = True, on_batch: Callable[[int], None] | None = None, desc: str | None = None,
                whole_text: bool = False) -> list[dict]:
     """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
     fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records.
     extra: fields added to every record (run.py: the seed). on_batch(n) after every batch of n items (a launched
-    run's global progress, which replaces this bar: show_bar False). whole_text: --score_whole_text."""
+    run's global progress, which replaces this bar: show_bar False). desc: the bar's label (default: the method).
+    whole_text: --score_whole_text."""
     todo = [i for i in range(len(items)) if i not in done]
     new: list[dict] = []
-    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=method.name, unit="item", dynamic_ncols=True,
+    bar = tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or method.name, unit="item", dynamic_ncols=True,
                disable=not show_bar)
     correct_before = 0
     # Inside a batch: which agent works and how far it is, beside the running accuracy.

@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 from data import get_task, load_task  # noqa: E402
 from paper_results import MODEL_SIZES, SPLIT_SIZES, TASK_LABELS, lookup  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DefaultsHelpFormatter, add_flags, enable_thinking  # noqa: E402
-from run import differing_setting, human_bytes, parse_args, run_settings, validate  # noqa: E402
+from flags import (DefaultsHelpFormatter, add_flags, differing_setting, enable_thinking, human_bytes,  # noqa: E402
+                   parse_args, run_settings, validate)
 
 PAPER_MODELS = list(MODEL_SIZES)
 PAPER_TASKS = list(TASK_LABELS)
@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="the paper: mean of 3 runs")
     # The flags run.py has too, with its names, defaults and help (flags.py); each cell passes them on.
     add_flags(p, "output_dir", "max_samples", "max_new_tokens", "latent_steps", "latent_space_realign", "temperature",
-              "generate_bs", "dtype", "data_dir")
+              "generate_bs", "dtype", "data_dir",
+              output_dir=dict(required=True, help="the sweep folder: runs/<cell>, logs/<cell>.log, report/"),
+              latent_steps=dict(default=40, help="latent_mas's latent thoughts per non-final agent in every cell (the "
+                                                 "sweep's choice, from the paper's search over 0, 10, 20, 40, 80)"))
     p.add_argument("--run_args", default="", help="more run.py flags for every cell, one string, e.g. "
                                                   "\"--top_k 20 --hierarchy chain\"")
     p.add_argument("--launcher", default="", help="command before run.py, e.g. \"torchrun --standalone "
@@ -346,8 +349,6 @@ def render_report(out: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.output_dir is None:
-        raise UsageError("--output_dir is required: the sweep folder (runs/<cell>, logs/<cell>.log, report/)")
     args.output_dir = Path(args.output_dir)
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError("--seeds lists a seed twice")

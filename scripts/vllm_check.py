@@ -1,18 +1,17 @@
-"""Check the vLLM backend against the HF path on a GPU machine: greedy agreement and speed on GSM8K.
+"""Check the vLLM backend against the HF path: greedy agreement and speed on GSM8K, on CPU or a GPU.
 
     python scripts/vllm_check.py --data_dir ../shared/data --max_samples 50 --max_new_tokens 512 --generate_bs 16
 
-Needs vLLM and a CUDA GPU (pip install -r requirements-vllm.txt); both backends load the same weights (a packaged
-model by default) in the same dtype, on one GPU (vLLM takes --gpu_memory_utilization of it first).
+Needs vLLM (bash scripts/install.sh --vllm); both backends load the same weights (a packaged model by default) in
+the same dtype (vLLM first, with --gpu_memory_utilization on CUDA or --vllm_kv_cache_gib).
 Measured, all greedy (temperature 0):
 1. baseline prompts, HF generate vs vLLM token prompts: share of identical outputs, token agreement rate (mean of
    common-prefix length / longer length; and position-wise matches / longer length), accuracy of each, and
    wall seconds of each on the same batches (speed ratio = HF seconds / vLLM seconds);
 2. vLLM prompt-embeds input carrying plain token embeddings vs its token input (expected identical), and the
    same for HF generate_embeds vs generate;
-3. latent_mas (--latent_steps): the HF KV hand-off path, the judger decoded by HF from the assembled prompt
-   embeddings (HFEngine) and by vLLM from the same embeddings (VLLMEngine): vLLM vs HF on identical embeddings
-   (agreement), and both against the KV path (not expected to be equal: positions differ), with timings.
+3. latent_mas (--latent_steps, sequential): the HF KV hand-off path against the vLLM judger in the `kv` layout
+   (expected identical up to float rounding) and in the `reference` layout (the reference's splice), with timings.
 Prints one JSON object (also written to <output_dir>/vllm_check.json) and a Markdown table for the README.
 """
 
@@ -69,12 +68,11 @@ def merge(gens):
 def main(argv=None) -> int:
     p = OneLineParser(description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter)
     add_flags(p, "model_name", "data_dir", "max_samples", "latent_steps", "max_new_tokens", "generate_bs",
-              "gpu_memory_utilization", "device", "output_dir")
+              "gpu_memory_utilization", "vllm_kv_cache_gib", "device", "output_dir")
     p.add_argument("--latent_n", type=int, default=20, help="items for the latent_mas comparison (0: skip)")
     args = p.parse_args(argv)
     args.task = "gsm8k"
     fill_run_defaults(args)
-    args.device = args.device or "cuda:0"
 
     from vllm_backend import vllm_problem
 
@@ -91,31 +89,33 @@ def main(argv=None) -> int:
     from provenance import library_versions
     from prompts import PromptBook
     from data import score_predictions
+    from engine import HFEngine
     from splice import embed_ids, token_ids
-    from vllm_backend import HFEngine, VLLMEngine, vllm_dtype
+    from vllm_backend import VLLMEngine, memory_settings, vllm_dtype
 
-    engine_kwargs = dict(gpu_memory_utilization=args.gpu_memory_utilization, enable_prompt_embeds=True,
-                         dtype=vllm_dtype("auto"))
+    cuda = torch.cuda.is_available()
+    engine_kwargs = dict(memory=memory_settings(cuda, args.vllm_kv_cache_gib, args.gpu_memory_utilization),
+                         enable_prompt_embeds=True, dtype=vllm_dtype("auto"))
     skeleton = ModelWrapper.without_weights(args.model_name)
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids, **engine_kwargs)
-    hf = ModelWrapper.from_pretrained(args.model_name, device=args.device)
+    hf = ModelWrapper.from_pretrained(args.model_name, device=args.device or ("cuda:0" if cuda else "cpu"))
     book = PromptBook.load()
     items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.max_samples)
     prompts = [hf.render_chat(book.messages("single", it["question"], "number")) for it in items]
     greedy = dict(max_new_tokens=args.max_new_tokens)  # no sampling config: greedy on both backends
     accuracy = lambda texts, its: sum(ok for _, ok in score_predictions("gsm8k", texts, its)) / max(len(its), 1)
 
-    engine.generate_texts(prompts[:1], max_new_tokens=8)  # warm-up (graphs, caches)
+    engine.generate(prompts[:1], max_new_tokens=8)  # warm-up (graphs, caches)
     hf.generate(*hf.encode(prompts[:1]), max_new_tokens=8)
     hf_gen, hf_s = timed(lambda: merge([hf.generate(*hf.encode(b), **greedy) for b in batches(prompts, args.generate_bs)]))
-    vl_gen, vl_s = timed(lambda: merge([engine.generate_texts(b, **greedy) for b in batches(prompts, args.generate_bs)]))
-    vl_all, vl_all_s = timed(lambda: engine.generate_texts(prompts, **greedy))
+    vl_gen, vl_s = timed(lambda: merge([engine.generate(b, **greedy) for b in batches(prompts, args.generate_bs)]))
+    vl_all, vl_all_s = timed(lambda: engine.generate(prompts, **greedy))
     embeds = [embed_ids(hf, token_ids(hf, t)) for t in prompts]
-    vl_emb = merge([engine.generate_from_embeds(b, **greedy) for b in batches(embeds, args.generate_bs)])
+    vl_emb = merge([engine.generate_embeds(b, **greedy) for b in batches(embeds, args.generate_bs)])
     hf_emb = merge([hf.generate_embeds(b, **greedy) for b in batches(embeds, args.generate_bs)])
     report = {
         "model": args.model_name, "model_path": skeleton.source.path,
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "device": engine.describe()["device"],
         "versions": {**library_versions(), "vllm": engine.version}, "dtype": engine_kwargs["dtype"],
         "items": len(items), "max_new_tokens": args.max_new_tokens, "batch_size": args.generate_bs,
         "baseline": {
@@ -134,19 +134,20 @@ def main(argv=None) -> int:
                                   latent_steps=args.latent_steps)
         run = lambda eng: timed(lambda: [o for b in batches(its, args.generate_bs)
                                          for o in METHODS["latent_mas"](hf, settings, book, engine=eng).run_batch(b, "number")])
-        kv, kv_s = run(None)
-        hf_e, hf_e_s = run(HFEngine(hf))
-        vl_e, vl_e_s = run(engine)
+        kv, kv_s = run(HFEngine(hf))
+        vl_kv, vl_kv_s = run(engine)
+        engine.judger_layout = "reference"
+        vl_ref, vl_ref_s = run(engine)
         ids = lambda outs: [token_ids(hf, o.final_text) for o in outs]
         texts = lambda outs: [o.final_text for o in outs]
         report["latent_mas"] = {
             "items": len(its), "latent_steps": args.latent_steps,
-            "vllm_embeds_vs_hf_embeds": agreement(ids(hf_e), ids(vl_e)),
-            "hf_embeds_vs_hf_kv": agreement(ids(kv), ids(hf_e)),
-            "vllm_embeds_vs_hf_kv": agreement(ids(kv), ids(vl_e)),
-            "accuracy": {"hf_kv": accuracy(texts(kv), its), "hf_embeds": accuracy(texts(hf_e), its),
-                         "vllm_embeds": accuracy(texts(vl_e), its)},
-            "seconds": {"hf_kv": round(kv_s, 3), "hf_embeds": round(hf_e_s, 3), "vllm_embeds": round(vl_e_s, 3)},
+            "vllm_kv_layout_vs_hf_kv": agreement(ids(kv), ids(vl_kv)),
+            "vllm_reference_layout_vs_hf_kv": agreement(ids(kv), ids(vl_ref)),
+            "accuracy": {"hf_kv": accuracy(texts(kv), its), "vllm_kv_layout": accuracy(texts(vl_kv), its),
+                         "vllm_reference_layout": accuracy(texts(vl_ref), its)},
+            "seconds": {"hf_kv": round(kv_s, 3), "vllm_kv_layout": round(vl_kv_s, 3),
+                        "vllm_reference_layout": round(vl_ref_s, 3)},
         }
     out = Path(args.output_dir or ".")
     out.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ class Fault:
     name: str
     apply: Callable  # apply(patch): patch.setattr(owner, name, value) for each change
     catchers: tuple[str, ...]  # node ids of default-suite tests that must fail under the fault
+    vllm_catchers: tuple[str, ...] = ()  # more, on stock vLLM: run where vllm is importable (CI installs it)
 
 
 # ------------------------------------------------------------------------------------------------ latent core
@@ -326,6 +327,111 @@ def constant_tiny_model(patch):
     patch.setattr(tiny_model, "TIE", True)
 
 
+# ------------------------------------------------------------------------------------------------ prompts
+
+def answer_format_with_an_example_answer(patch):
+    """The old format line: an example value ("e.g. \\boxed{42}", "\\boxed{B}") that small models copy."""
+    import prompts
+
+    formats = dict(prompts.ANSWER_FORMATS)
+    formats["number"] = formats["number"].rstrip(".") + ", e.g. \\boxed{42}."
+    formats["choice"] = formats["choice"].rstrip(".") + ", e.g. \\boxed{B}."
+    patch.setattr(prompts, "ANSWER_FORMATS", formats)
+
+
+
+# ------------------------------------------------------------------------------------------- settings reach the run
+
+def ridge_lambda_never_reaches_the_realignment(patch):
+    """The realignment solved with the default ridge penalty whatever --realign_lambda says."""
+    import flags
+    import models
+
+    solve = models.ridge_realignment
+    patch.setattr(models, "ridge_realignment", lambda chunks, lam: solve(chunks, flags.default("realign_lambda")))
+
+
+def text_mas_context_keeps_the_start(patch):
+    """--text_mas_context_length keeps the first tokens of the earlier work instead of the most recent ones."""
+    from methods.text_mas import TextMASMethod
+
+    def context(self, entries):
+        text = "\n\n".join(f"[{name}]\n{output.strip()}" for name, output in entries)
+        limit = self.settings.text_mas_context_length
+        if limit > 0 and text:
+            ids = self.model.tokenizer(text, add_special_tokens=False)["input_ids"]
+            text = self.model.tokenizer.decode(ids[:limit])
+        return text
+
+    patch.setattr(TextMASMethod, "_context", context)
+
+
+# Field of the methods' settings for a flag, where the names differ.
+METHOD_FIELD = {"prompt": "topology"}
+
+
+def setting_ignored(name: str):
+    """A fault for one result-changing setting read by the methods: the setting keeps its default (flags.py) whatever
+    the run asks for."""
+    def apply(patch):
+        import flags
+        from methods.base import MethodSettings
+
+        init, field = MethodSettings.__init__, METHOD_FIELD.get(name, name)
+
+        def ignoring(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            object.__setattr__(self, field, flags.default(name))
+
+        patch.setattr(MethodSettings, "__init__", ignoring)
+
+    apply.__doc__ = f"--{name} never reaches the methods"
+    return apply
+
+
+def setting_faults() -> list[Fault]:
+    """One "ignored" fault per result-changing setting of flags.py that the methods read and whose default is a
+    value (not "resolved later"), each caught by its probe in tests/test_settings.py: the configuration's list drives
+    them, so a new result-changing setting of the methods gets its fault without an entry here."""
+    import dataclasses
+
+    import flags
+    from methods.base import MethodSettings
+
+    fields = {f.name for f in dataclasses.fields(MethodSettings)}
+    return [Fault(f"--{name} ignored (keeps its default)", setting_ignored(name),
+                  (f"tests/test_settings.py::test_result_setting_changes_the_run[{name}]",))
+            for name in flags.RESULT_SCOPES
+            if METHOD_FIELD.get(name, name) in fields and flags.default(name) is not None
+            and not isinstance(flags.default(name), list)]
+
+# ------------------------------------------------------------------------------------------------- the engines
+
+def vllm_judger_in_reference_layout(patch):
+    """The vLLM judger always re-prefilled in the reference's splice, where the `kv` layout is exact."""
+    import vllm_backend
+
+    patch.setattr(vllm_backend, "judger_layout", lambda requested, exact: "reference")
+
+
+def vllm_rows_unseeded(patch):
+    """vLLM requests sent without their rows' stream seeds: what a row samples depends on its batch."""
+    from vllm_backend import VLLMEngine
+
+    params = VLLMEngine._params
+    patch.setattr(VLLMEngine, "_params", lambda self, rows, max_new_tokens, sampling, streams:
+                  params(self, rows, max_new_tokens, sampling, None))
+
+
+def vllm_greedy_sampled(patch):
+    """vLLM handed other sampling values than the run's: greedy decoding sent as sampling at temperature 1."""
+    import vllm_backend
+
+    values = vllm_backend.vllm_sampling_values
+    patch.setattr(vllm_backend, "vllm_sampling_values", lambda config: {**values(config), "temperature": 1.0}
+                  if config is None or not config.do_sample else values(config))
+
+
 FAULTS = [
     Fault("memory mask all ones (the reference's padding bug)", memory_mask_all_ones, (
         "tests/test_cli.py::test_batch_size_does_not_change_greedy_outputs[sequential]",
@@ -388,6 +494,23 @@ FAULTS = [
         "tests/test_scoring.py::test_the_harness_is_out_of_the_candidates_reach[builtin zip rebound]")),
     Fault("tiny model with constant outputs (tied embeddings)", constant_tiny_model, (
         "tests/test_api.py::test_same_model_hierarchical_equals_method",)),
+    Fault("answer format with an example answer", answer_format_with_an_example_answer, (
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gsm8k]",
+        "tests/test_prompts.py::test_no_prompt_holds_an_answer_the_scorer_accepts[gpqa]")),
+    Fault("ridge lambda never reaches the realignment", ridge_lambda_never_reaches_the_realignment, (
+        "tests/test_settings.py::test_result_setting_changes_the_run[realign_lambda]",)),
+    Fault("text_mas context limit keeps the start of the earlier work", text_mas_context_keeps_the_start, (
+        "tests/test_settings.py::test_result_setting_changes_the_run[text_mas_context_length]",)),
+    *setting_faults(),
+    Fault("vLLM judger in the reference layout where kv is exact", vllm_judger_in_reference_layout, (
+        "tests/test_vllm_backend.py::test_kv_layout_replays_the_kv_hand_off[sequential]",), (
+        "tests/test_vllm_backend.py::test_vllm_kv_layout_judger_equals_the_hf_kv_path[sequential]",)),
+    Fault("vLLM rows sent without their stream seeds", vllm_rows_unseeded, (
+        "tests/test_vllm_backend.py::test_vllm_engine_calls_and_conversions",), (
+        "tests/test_vllm_backend.py::test_vllm_sampled_rows_do_not_depend_on_batching",)),
+    Fault("vLLM greedy decoding sent as sampling", vllm_greedy_sampled, (
+        "tests/test_vllm_backend.py::test_vllm_engine_calls_and_conversions",), (
+        "tests/test_vllm_backend.py::test_vllm_decodes_token_prompts_like_hf[baseline]",)),
 ]
 
 BY_NAME = {fault.name: fault for fault in FAULTS}

@@ -1,5 +1,6 @@
 """scripts/benchmark.py end to end on the tiny random Qwen3: every section is measured and written."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -36,8 +37,29 @@ def test_benchmark_writes_every_section(tiny_model_dir, data_dir, tmp_path):
 def test_benchmark_scripts_reject_bad_input_in_one_line(tmp_path):
     for script, args in [("scripts/benchmark.py", ["--task", "nope"]),
                          ("scripts/benchmark.py", ["--methods_from", str(tmp_path / "missing")]),
+                         *([("scripts/benchmark.py", ["--backend", "hf", "vllm", "--max_samples", "1"])]
+                           if importlib.util.find_spec("vllm") is None else []),
                          ("scripts/profile_forwards.py", ["--data_dir", str(tmp_path / "no-data")])]:
         proc = subprocess.run([sys.executable, script, *args, *(["--output_dir", str(tmp_path / "b")] if "bench" in script else [])],
                               cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, (script, proc.stderr[-2000:])
         assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"{Path(script).name}: error: ")
+
+
+def test_benchmark_backends_side_by_side_on_hf(tiny_model_dir, data_dir, tmp_path):
+    """--backend: decode throughput per dtype and batch size, and the paper's comparison section (here on the HF
+    backend alone; with vllm installed, `--backend hf vllm` adds its rows and TextMAS on vLLM)."""
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "scripts/benchmark.py", "--backend", "hf", "--model_name", tiny_model_dir, "--data_dir",
+         str(data_dir), "--max_samples", "2", "--max_new_tokens", "3", "--latent_steps", "1", "--generate_bs", "2",
+         "--throughput_batch_sizes", "1", "2", "--throughput_max_new_tokens", "3", "--output_dir", str(out)],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "benchmark.json").read_text())
+    assert [(r["backend"], r["dtype"], r["batch"]) for r in result["throughput"]] == [
+        ("hf", d, b) for d in ("bfloat16", "float32") for b in (1, 2)]
+    assert all(r["tokens"] == 3 * r["batch"] and r["tokens_per_s"] > 0 for r in result["throughput"])
+    [latent] = result["paper"]
+    assert latent["decoder"] == "HF (KV hand-off)" and latent["items"] == 2 and latent["output_tokens"] <= 6
+    assert "## Decode throughput by backend" in (out / "benchmark.md").read_text()

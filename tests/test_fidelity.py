@@ -119,7 +119,11 @@ def test_cli_records_and_checks_the_thinking_and_sampling_settings(varied_dir, d
     assert summary["sampling"]["top_k"] == 20 and summary["sampling"]["do_sample"] is True
     assert (summary["sampling"]["temperature"], summary["sampling"]["top_p"]) == (0.6, 0.95)
     assert all(a["input"].endswith(THINK_OFF_BLOCK) for r in lines(out) for a in r["agents"])
-    assert "disable_thinking" in one_line_error(run_cli(*base, "--resume", check=False))
+    # A resume takes the folder's recorded settings (issue 24): --disable_thinking stays on without being repeated,
+    # and a flag given with another value is refused.
+    run_cli(*base, "--resume")
+    assert json.loads((out / "summary.json").read_text())["settings"]["disable_thinking"] is True
+    assert "temperature=0.6, now 0.0" in one_line_error(run_cli(*base, "--resume", "--temperature", "0", check=False))
     assert "contradict" in one_line_error(run_cli(*base, "--think", "--disable_thinking", check=False))
     assert "--top_k" in one_line_error(run_cli(*base, "--top_k", "-1", check=False))
 

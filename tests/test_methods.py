@@ -24,9 +24,10 @@ def test_hierarchical_specialists_are_independent(make_tiny_wrapper):
     wrapper = make_tiny_wrapper(latent_space_realign=True)
     method = make("latent_mas", wrapper, topology="hierarchical", hierarchy="parallel", latent_steps=3)
     (stage,) = method.plan.thinking_stages  # parallel: the three specialists are one stage
-    together, _ = method.think(stage, ITEMS, "number", None, [[] for _ in ITEMS])
+    parts, _ = method.think(stage, ITEMS, "number", None, [[] for _ in ITEMS])
+    together = [memory for memory, _ in parts]  # each part: (Memory, per-row Segments)
     for s, role in enumerate(stage):
-        (alone,), _ = method.think((role,), ITEMS, "number", None, [[] for _ in ITEMS])
+        ((alone, _),), _ = method.think((role,), ITEMS, "number", None, [[] for _ in ITEMS])
         for row in range(len(ITEMS)):
             for layer in range(len(alone.cache.layers)):
                 for ours, ref in zip(real_kv(together[s], row, layer), real_kv(alone, row, layer)):

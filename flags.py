@@ -16,8 +16,8 @@ from pathlib import Path
 
 from data import TASKS  # torch-free: data.py imports only the standard library, utils.py, code_check.py, sandbox.py
 from errors import OneLineParser, UsageError
-from topology import HIERARCHIES, ROLES
 from utils import ANSWER_RULES
+from topology import HIERARCHIES, ROLES
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 PAPER_MODELS = "Qwen/Qwen3-4B, Qwen/Qwen3-8B or Qwen/Qwen3-14B"
@@ -225,9 +225,8 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 # Keys run.py records in summary.json's settings that are not flags (replaying a summary skips them quietly), and
 # recorded flags a replay must not take over: the old run's folder and the settings file it was itself given
 # (whose values are already among the recorded ones).
-RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "answer_rule", "model", "versions", "kv_estimate", "vllm",
-                      "world_size", "calibration_overlap_items", "settings_file_applied", "settings_file_overridden",
-                      "sampling")
+RECORDED_NOT_FLAGS = ("prompt_file_sha256", "answer_kind", "answer_rule", "model", "versions", "kv_estimate", "vllm", "world_size",
+                      "calibration_overlap_items", "settings_file_applied", "settings_file_overridden", "sampling")
 NOT_REPLAYED = ("output_dir", "settings_file")
 
 
@@ -488,10 +487,10 @@ def run_settings(args: argparse.Namespace, task) -> dict:
     settings["prompt_file_sha256"] = (
         hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
     settings["answer_kind"] = task.answer_kind
-    settings["answer_rule"] = ANSWER_RULES[args.score_whole_text]
     # One seed is stored as a number, as before --seed took several values (so --resume and readers of older
     # summaries see the same thing); several as a list.
     settings["seed"] = args.seed[0] if len(args.seed) == 1 else list(args.seed)
+    settings["answer_rule"] = ANSWER_RULES[args.score_whole_text]
     if not args.use_vllm:  # HF runs record no judger layout, as before the flag existed (report.py's rows)
         settings.pop("vllm_judger_layout", None)
     return settings

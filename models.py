@@ -41,6 +41,10 @@ class Generation:
     kv: dict | None = None  # Memory.usage() of the largest cache held while decoding, positions of every row
     ended_by_eos: list[bool] = field(default_factory=list)  # per row: ended by EOS (True) or cut at the budget
 
+    def cut(self, row: int) -> bool:
+        """Whether row `row` was cut at the token budget (no EOS; False where unknown)."""
+        return bool(self.ended_by_eos) and not self.ended_by_eos[row]
+
 
 def finish_rows(tokenizer, rows: Sequence[Sequence[int]], eos_token_ids: Sequence[int]) -> Generation:
     """A Generation from per-row generated token ids, for every engine: each row cut after its first EOS (counted,

@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             skip = set(range(len(items))) - set(mine[(seed, name)])  # done, or another rank's
             new = run_method(method, args.task, task.answer_kind, items, skip, files.write_path, args.generate_bs,
                              trace=not args.quiet, extra={"seed": seed}, show_bar=not ctx.distributed,
-                             on_batch=progress.advance if progress else None,
-                             desc=f"{name} seed {seed}" if len(seeds) > 1 else name, whole_text=args.score_whole_text)
+                             on_batch=progress.advance if progress else None, whole_text=args.score_whole_text,
+                             desc=f"{name} seed {seed}" if len(seeds) > 1 else name)
             written += len(new)
             if not ctx.distributed:
                 metrics = summarize(phase_records(files.previous, seed, name) + new, time.perf_counter() - start)

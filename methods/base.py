@@ -179,11 +179,6 @@ class Method:
         return gen
 
 
-def cut_at_budget(gen: Generation, row: int) -> bool:
-    """Whether decoding row `row` stopped at max_new_tokens rather than at EOS (False where not recorded)."""
-    return bool(gen.ended_by_eos) and not gen.ended_by_eos[row]
-
-
 def kv_per_item(usage: dict, items: int) -> list[int]:
     """Bytes of each item's real positions in a cache whose rows are the items, or (agent, item) rows in
     agent-major order (row r belongs to item r % items)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import AgentTrace, ItemOutput, Method, cut_at_budget, timed
+from .base import AgentTrace, ItemOutput, Method, timed
 
 
 class BaselineMethod(Method):
@@ -14,6 +14,6 @@ class BaselineMethod(Method):
         with timed(len(items), seconds):
             gen = self.generate(prompts, self.streams(items, ["single"]), roles=["single"])
         return [
-            ItemOutput(text, [AgentTrace("Solver", "single", prompt, text, n, 0, seconds[0], cut_at_budget=cut_at_budget(gen, r))])
+            ItemOutput(text, [AgentTrace("Solver", "single", prompt, text, n, 0, seconds[0], cut_at_budget=gen.cut(r))])
             for r, (prompt, text, n) in enumerate(zip(prompts, gen.texts, gen.num_tokens))
         ]

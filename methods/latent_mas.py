@@ -14,7 +14,7 @@ from memory import Memory, join_memories, keep_last, select_rows
 from splice import rollout_segments
 from topology import EMPTY, KVShape, KVShapeOps, StageOps, walk
 
-from .base import AgentTrace, ItemOutput, Method, cut_at_budget, timed
+from .base import AgentTrace, ItemOutput, Method, timed
 
 
 class KVOps(StageOps[Memory]):
@@ -72,8 +72,7 @@ class LatentMASMethod(Method):
         with timed(n, seconds):
             gen = self.generate(prompts, self.streams(items, [final]), handoff, roles=[final])
         for r, (trace, prompt, text, count) in enumerate(zip(traces, prompts, gen.texts, gen.num_tokens)):
-            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0],
-                                    cut_at_budget=cut_at_budget(gen, r)))
+            trace.append(AgentTrace(final.title(), final, prompt, text, count, 0, seconds[0], cut_at_budget=gen.cut(r)))
         return [ItemOutput(text, trace) for text, trace in zip(gen.texts, traces)]
 
     def think_all(self, items: list[dict], answer_kind: str, traces: list[list[AgentTrace]]):

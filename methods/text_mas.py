@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from topology import StageOps, make_plan, walk
 
-from .base import AgentTrace, ItemOutput, Method, cut_at_budget, timed
+from .base import AgentTrace, ItemOutput, Method, timed
 
 Entries = list[list[tuple[str, str]]]  # per item: (agent name, output) of the agents before
 
@@ -65,7 +65,7 @@ class TextMASMethod(Method):
             rows = range(k * n, (k + 1) * n)
             for i, r in enumerate(rows):
                 traces[i].append(AgentTrace(role.title(), role, prompts[r], gen.texts[r], gen.num_tokens[r], 0,
-                                            seconds[0] / len(roles), cut_at_budget=cut_at_budget(gen, r)))
+                                            seconds[0] / len(roles), cut_at_budget=gen.cut(r)))
             parts.append([(read[i] if read is not None else []) + [(role.title(), gen.texts[r])]
                           for i, r in enumerate(rows)])
         return parts, [1] * len(roles)

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import os
+import pickle
 import secrets
 import struct
 import threading
@@ -122,16 +124,11 @@ class View(_abc.Set):
 '''
 
 _CANDIDATE = _TRANSFER_TYPES + r'''
+# The candidate shares this interpreter and can tamper with anything here; that changes only what it sends, and the
+# checker, which holds the expected outputs, decides.
 import collections, copy, io, pickle, signal, struct, time, traceback, types
 channel = open(cfg["channel"], "wb")
 limits, send_values = cfg["limits_per_input"], cfg["send_values"]
-deepcopy, perf_counter, dumps, pack = copy.deepcopy, time.perf_counter, pickle.dumps, struct.pack
-setitimer, ITIMER_REAL, BaseException_ = signal.setitimer, signal.ITIMER_REAL, BaseException
-
-def send(frame):
-    data = dumps(frame, protocol=5) if frame[0] != "out" or not send_values else to_bytes(frame)
-    channel.write(pack(">Q", len(data)) + data)
-    channel.flush()
 
 def numpy_types():
     numpy = sys.modules.get("numpy")
@@ -155,10 +152,14 @@ class Sender(pickle.Pickler):
             return Iterator, (list(obj),)
         return Opaque, (f"<{t.__module__}.{t.__qualname__} object>",)
 
-def to_bytes(frame):
+def frame_bytes(frame):
     buffer = io.BytesIO()
     Sender(buffer, protocol=5).dump(frame)
     return buffer.getvalue()
+
+def send(data):
+    channel.write(struct.pack(">Q", len(data)) + data)
+    channel.flush()
 
 class InputTimeout(BaseException):
     pass
@@ -166,17 +167,18 @@ class InputTimeout(BaseException):
 def alarm(signum, frame):
     raise InputTimeout()
 
-def where(exc):
-    """The line of the candidate's code an exception was raised at (its innermost frame there), or None."""
-    if isinstance(exc, SyntaxError) and exc.filename == "solution.py":
-        return exc.lineno
-    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == "solution.py"]
-    return lines[-1] if lines else None
-
 def error(i, exc):
-    send(("error", i, type(exc).__name__, str(exc)[:500], where(exc)))
+    # The line of the candidate's code it was raised at (the innermost frame there).
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == "solution.py"]
+    line = exc.lineno if isinstance(exc, SyntaxError) and exc.filename == "solution.py" else (lines or [None])[-1]
+    try:
+        message = str(exc)[:500]
+    except BaseException:
+        message = "(its message could not be read)"
+    send(frame_bytes(("error", i, type(exc).__name__, message, line)))
+    raise SystemExit(0)
 
-# Everything the checks need is built before the candidate's code is loaded.
+# The inputs are built before the candidate's code is loaded.
 setup = {"__name__": "__inputs__"}
 exec(compile(cfg["setup"] + "\n__inputs__ = " + cfg["inputs"], "inputs.py", "exec"), setup)
 inputs = setup.pop("__inputs__")
@@ -185,42 +187,35 @@ signal.signal(signal.SIGALRM, alarm)
 namespace = {"__name__": "__solution__", "__builtins__": __builtins__}
 try:
     exec(compile(src, "solution.py", "exec", dont_inherit=True), namespace)
-except BaseException_ as exc:
+except BaseException as exc:
     error(-1, exc)
-    raise SystemExit(0)
 fn = namespace.get(cfg["callee"])
 if not callable(fn):
     error(-1, NameError(f"the program defines no function {cfg['callee']!r}"))
-    raise SystemExit(0)
 for i, inp in enumerate(inputs):
     limit = limits[i] if limits else 0
-    args = deepcopy(inp)
-    start = perf_counter()
+    args = copy.deepcopy(inp)
+    start = time.perf_counter()
     try:
         if limit:
-            setitimer(ITIMER_REAL, limit)
+            signal.setitimer(signal.ITIMER_REAL, limit)
         out = fn(*args)
-        seconds = perf_counter() - start
-        frame = ("out", i, seconds, out if send_values else None)
-        data = to_bytes(frame) if send_values else None  # inside the limit: a huge or endless output times out
+        seconds = time.perf_counter() - start
+        # Inside the limit: an output that is huge or endless to transfer times out too.
+        data = frame_bytes(("out", i, seconds, out if send_values else None))
         if limit:
-            setitimer(ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except InputTimeout:
-        send(("timeout", i, perf_counter() - start, limit))
+        send(frame_bytes(("timeout", i, time.perf_counter() - start, limit)))
         raise SystemExit(0)
-    except BaseException_ as exc:
-        setitimer(ITIMER_REAL, 0)
+    except BaseException as exc:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         error(i, exc)
+    if limit and seconds > limit:  # its own handler swallowed the alarm
+        send(frame_bytes(("timeout", i, seconds, limit)))
         raise SystemExit(0)
-    if limit and seconds > limit:
-        send(("timeout", i, seconds, limit))
-        raise SystemExit(0)
-    if data is None:
-        send(frame)
-    else:
-        channel.write(pack(">Q", len(data)) + data)
-        channel.flush()
-send(("done", len(inputs)))
+    send(data)
+send(frame_bytes(("done", len(inputs))))
 '''
 
 _CHECKER = _TRANSFER_TYPES + r'''
@@ -320,13 +315,21 @@ def _run_candidate(code: str, harness: Harness, limits: list[float] | None, tota
     return SandboxRun(_CANDIDATE, code, timeout=total_seconds, settings=settings, pass_fds=(write_fd,))
 
 
-def _frames(fd: int):
-    """The frames of a timing run (trusted code: the reference solution), read in this process."""
-    import pickle
+class _PlainFrames(pickle.Unpickler):
+    """A timing run's frames hold only numbers, strings and None: no class is ever loaded in this process."""
 
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"{module}.{name} in a timing frame")
+
+
+def _frames(fd: int):
+    """The frames of a timing run, read in this process (malformed ones end the reading)."""
     with os.fdopen(fd, "rb") as channel:
         while len(head := channel.read(8)) == 8:
-            yield pickle.loads(channel.read(struct.unpack(">Q", head)[0]))
+            try:
+                yield _PlainFrames(io.BytesIO(channel.read(struct.unpack(">Q", head)[0]))).load()
+            except Exception:
+                return
 
 
 _times: dict[str, list[float | None]] = {}

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from data import TASKS  # torch-free: data.py imports only the standard library, utils.py and sandbox.py
+from data import TASKS  # torch-free: data.py imports only the standard library, utils.py, code_check.py, sandbox.py
 from errors import OneLineParser, UsageError
 from utils import ANSWER_RULES
 from topology import HIERARCHIES, ROLES

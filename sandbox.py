@@ -1,5 +1,6 @@
 """The sandbox that runs generated code: a fresh, isolated interpreter with resource limits, whose result says
-whether the program's own tests really ran (see the mechanisms below).
+whether the program's own tests really ran (see the mechanisms below). `SandboxRun` starts one such process
+(several may run at once, sharing pipes: code_check.py's candidate and checker); `run_sandboxed` runs a program.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ from dataclasses import dataclass
 #   "rlimits":    rlimits and the process group only (non-root users: no protection of the caller's files);
 #                 os.fork/kill/system/exec* and subprocess.Popen are replaced by stubs that raise, a best-effort
 #                 guard against accidental fork bombs and kills, not a boundary.
-# The dedicated uid is fresh per run and owns no file, so the code cannot change the host's files nor signal
-# the caller (kill(getppid()) fails, kill(-1) reaches only its own processes), and RLIMIT_NPROC, which root
+# The dedicated uid is fresh per run, claimed on the whole machine (a lock file per uid under UID_CLAIMS, so two
+# evaluations on one machine never share one) and owns no file, so the code cannot change the host's files nor
+# signal the caller (kill(getppid()) fails, kill(-1) reaches only its own processes), and RLIMIT_NPROC, which root
 # ignores, bounds fork bombs. Memory is capped by RLIMIT_AS (4 GiB: Mbpp/255's own tests peak at 2.2 GB).
-# After the run every process with that uid is killed, which also catches children that left the session.
+# After the run every process with that uid is killed, which also catches children that left the session; no
+# other sandbox's processes are touched.
 #
 # A pass needs exit code 0 AND a per-run random token that the runner prints after the tests: sys.exit(0),
 # os._exit(0) or a self-kill before the tests therefore fail. The token travels on stdin, which the runner

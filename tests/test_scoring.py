@@ -368,6 +368,18 @@ def test_read_output_splits_thinking_from_the_answer():
     assert utils.read_output("<think>a</think>b<think>c").answer_text is None  # opened again after the last close
 
 
+def test_qwen3_think_markers_survive_decoding(qwen3_tokenizer):
+    """The real Qwen3 tokenizer keeps <think> / </think> when decoding with skip_special_tokens (as every engine
+    decodes), and its non-thinking prompt closes the think block it opens."""
+    ids = qwen3_tokenizer("<think>\n2 + 3 is 5\n</think>\n\nThe answer is 5")["input_ids"]
+    text = qwen3_tokenizer.decode(ids, skip_special_tokens=True)
+    assert utils.read_output(text) == utils.Reading("\n\nThe answer is 5", "<think>\n2 + 3 is 5\n")
+    messages = [{"role": "user", "content": "2 + 3?"}]
+    off = qwen3_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                              enable_thinking=False)
+    assert utils.read_output("The answer is 5", prompt=off).thinking is None
+
+
 # ---- number shapes (each read wrongly before: sign lost, number cut at the separator, first number of the
 # ---- expression instead of its value)
 NUMBER_SHAPES = [

@@ -200,7 +200,6 @@ NOT_PROBED = {
     "model_name": "which weights load; the loading is tested in tests/test_model_store.py",
     "split": "the local data holds only the test split",
     "use_vllm": "starts a vLLM engine; tests/test_vllm_backend.py runs both backends on the same items",
-    "score_whole_text": "acts on scoring only; tests/test_scoring.py scores the same outputs under both rules",
     "vllm_judger_layout": "with vLLM; tests/test_vllm_backend.py shows kv equals the HF hand-off and reference differs",
 }
 

@@ -14,5 +14,6 @@ for task in gsm8k arc_challenge mbppplus; do
 done
 python report.py "$out"/runs/* --out "$out/report"
 cat "$out/report/report.md"
-# The README's commands marked `readme-check: ci` (the quick start, the sweep's dry run), run as written.
+# The README's blocks marked `readme-check: ci` (the quick start, the sweep's dry run, the Python API example), run as
+# written.
 python scripts/check_readme_commands.py --run ci

@@ -12,12 +12,12 @@ Bash blocks run from the repository root, as `bash -euo pipefail -c BLOCK`, with
 (so `python` is the interpreter of the environment that runs the check); they pass when they exit 0.
 
 Python blocks run the way the README documents for a user's own script: saved as a file in a fresh temporary
-folder outside the checkout, run with that folder as the working directory and `PYTHONPATH=<checkout>`. A python
-block that is run must be followed by the ```text block of what it prints (only blank lines and one line starting
-"It prints" between them); it passes when it exits 0 and its stdout equals that block. Where a printed number
-varies between machines (a time in seconds), the README writes `<seconds>` in its place, which matches any
-decimal number there and nothing else; every other character must match exactly (stderr, where models report
-loading, is not compared).
+folder outside the checkout, run by this Python with that folder as the working directory and the checkout as
+PYTHONPATH. A python block that is run must be followed by the ```text block of what it prints (only blank lines
+and one line starting "It prints" between them); it passes when it exits 0 and its stdout equals that block.
+Where a printed number varies between machines (a time in seconds), the README writes `<seconds>` in its place,
+which matches any decimal number there and nothing else; every other character must match exactly (stderr, where
+models report loading, is not compared).
 
     python scripts/check_readme_commands.py --list
     python scripts/check_readme_commands.py --run cheap      # or: --run ci
@@ -68,13 +68,12 @@ def _fence_end(lines: list[str], start: int) -> int:
 
 def _output_block(lines: list[str], after: int) -> tuple[str, int] | None:
     """The ```text block following line `after` (blank lines and one "It prints" line between), and its end."""
-    i = after + 1
-    while i < len(lines) and not lines[i].strip():
-        i += 1
+    def next_nonblank(i: int) -> int:
+        return next((j for j in range(i, len(lines)) if lines[j].strip()), len(lines))
+
+    i = next_nonblank(after + 1)
     if i < len(lines) and lines[i].startswith("It prints"):
-        i += 1
-        while i < len(lines) and not lines[i].strip():
-            i += 1
+        i = next_nonblank(i + 1)
     if i >= len(lines) or lines[i].strip() != "```text":
         return None
     end = _fence_end(lines, i)

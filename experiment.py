@@ -96,6 +96,38 @@ def estimate_kv(model, config: argparse.Namespace, task: Task, items: list[dict]
     return METHODS[method](model, settings, prompts).estimate_kv(items, task.answer_kind, config.generate_bs)
 
 
+def check_folder(ctx: dp.DistContext, out_dir: Path, settings: dict, resume: bool) -> None:
+    """The output folder, checked on rank 0 before any work (the other ranks may be on machines without it): it can
+    be written, and it holds no results unless --resume continues them with the same settings. All ranks agree."""
+    error = None
+    try:
+        if ctx.main:
+            check_output_folder(out_dir, "--output_dir")
+            check_existing_results(out_dir, settings, resume)
+    except UsageError as exc:
+        if not ctx.distributed:
+            raise
+        error = str(exc)
+    dp.agree(ctx, error)
+
+
+def record_model(settings: dict, config: argparse.Namespace, model, engine) -> None:
+    """What the run loaded, into its recorded settings: the model (origin, checksum, dtype, device), the sampling
+    configuration every decoding agent uses (the model's generation config, the flags over it) and the versions."""
+    from provenance import library_versions
+    from sampling import sampling_values
+
+    source = model.source
+    settings["model"] = {"name": config.model_name, "origin": getattr(source, "origin", None),
+                         "path": getattr(source, "path", None), "sha256": getattr(source, "sha256", None),
+                         "revision": getattr(model.config, "_commit_hash", None), "dtype": str(model.model.dtype),
+                         "device": str(model.device)}
+    settings["sampling"] = sampling_values(model.sampling_config(config.temperature, config.top_p, config.top_k))
+    settings["versions"] = library_versions()
+    if engine is not None:
+        settings["versions"]["vllm"] = engine.version
+
+
 def final_line(config: argparse.Namespace, method: str, m: dict, seed: int) -> dict:
     """The reference's closing stdout JSON line (one per method and seed), plus token counts."""
     return {"method": method, "model": config.model_name, "task": config.task, "prompt": config.prompt,
@@ -147,17 +179,7 @@ def run_experiment(config: argparse.Namespace, *, command: list[str] | None = No
         out_dir = Path(dp.broadcast(ctx, str(out_dir)))  # default names carry a time stamp: take rank 0's
         settings["world_size"] = ctx.world_size
     settings["output_dir"] = str(out_dir)  # the folder used, also when chosen automatically
-    # The output folder is checked on rank 0 (the other ranks may be on machines without it); all ranks agree.
-    error = None
-    try:
-        if ctx.main:
-            check_output_folder(out_dir, "--output_dir")
-            check_existing_results(out_dir, settings, config.resume)
-    except UsageError as exc:
-        if not ctx.distributed:
-            raise
-        error = str(exc)
-    dp.agree(ctx, error)
+    check_folder(ctx, out_dir, settings, config.resume)
     if model is None:
         from model_store import check_model_name
 
@@ -171,24 +193,13 @@ def run_experiment(config: argparse.Namespace, *, command: list[str] | None = No
     from methods import METHODS, MethodSettings
     from methods.runner import run_method, summarize
     from peak_memory import memory_now, reset_peak
-    from provenance import library_versions
-    from sampling import sampling_values
     from stats import aggregate_seeds
 
     torch.manual_seed(seeds[0])
     engine = None
     if model is None:
         model, engine = load_model(config, device, settings)
-    source = model.source
-    settings["model"] = {"name": config.model_name, "origin": getattr(source, "origin", None),
-                         "path": getattr(source, "path", None), "sha256": getattr(source, "sha256", None),
-                         "revision": getattr(model.config, "_commit_hash", None), "dtype": str(model.model.dtype),
-                         "device": str(model.device)}
-    # The one sampling configuration every decoding agent uses: the model's generation config, the flags over it.
-    settings["sampling"] = sampling_values(model.sampling_config(config.temperature, config.top_p, config.top_k))
-    settings["versions"] = library_versions()
-    if engine is not None:
-        settings["versions"]["vllm"] = engine.version
+    record_model(settings, config, model, engine)
     estimates = {name: estimate_kv(model, config, task, items, prompts, name) for name in config.method}
     for name, estimate in estimates.items():
         check_kv_budget(config, name, estimate)

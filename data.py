@@ -59,9 +59,62 @@ class Task:
     hub_split: str = "test"  # the split the paper evaluates on
     choices: tuple[str, ...] = ()  # valid letters of choice tasks (items may carry fewer, e.g. 3-option ARC)
 
-    @property
-    def scorer(self) -> Callable[[str, dict], Score]:
-        return SCORERS[self.answer_kind]
+    def score(self, output_text: str, item: dict, prompt: str = "", cut_at_budget: bool = False,
+              whole_text: bool = False) -> Score:
+        """The full Score of one model output (prediction, correct, extraction rule, code failure reason): the
+        answer kind's scorer (utils.SCORERS) over what of the output is read (utils.read_output).
+        prompt: the rendered prompt the output continues; cut_at_budget: decoding stopped at max_new_tokens, not at
+        EOS; whole_text: the reference's rule (--score_whole_text)."""
+        reading = read_output(output_text, prompt, cut_at_budget, whole_text)
+        if self.answer_kind == "choice" and not item.get("choices"):
+            return score_choice(reading, item, letters="".join(self.choices) or "ABCD")
+        return SCORERS[self.answer_kind](reading, item)
+
+    def score_batch(self, output_texts: list[str], items: list[dict], prompts: list[str] | None = None,
+                    cut_at_budget: list[bool] | None = None, whole_text: bool = False,
+                    workers: int = 2) -> list[Score]:
+        """score() over a batch (prompts and cut_at_budget per output, or none); code candidates run in parallel
+        sandboxes, results in input order."""
+        if len(output_texts) != len(items):
+            raise ValueError(f"{len(output_texts)} outputs for {len(items)} items")
+        rows = list(zip(output_texts, items, prompts or [""] * len(items), cut_at_budget or [False] * len(items)))
+        score = lambda row: self.score(*row, whole_text=whole_text)
+        if self.answer_kind != "code" or workers <= 1:
+            return [score(row) for row in rows]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(score, rows))
+
+    def load(self, split: str = "test", data_dir: str | None = None, max_samples: int | None = None,
+             cache_dir: str | None = None) -> list[dict]:
+        """All items (the first `max_samples` if given), from the local data dir or the Hub.
+
+        `split="test"` means the split the paper evaluates on (train for the AIME sets, validation for
+        Winogrande). Local folders hold only that split.
+        """
+        root = resolve_data_dir(data_dir)
+        eval_split = split in (None, "test", self.hub_split)
+        if root is not None and not eval_split:
+            raise DataError(f"{os.path.join(root, self.local_file)}: local data holds only the evaluation split "
+                            f"of '{self.name}', not '{split}'")
+        rows = _local_rows(self, root) if root is not None else _hub_rows(self, self.hub_split if eval_split else split,
+                                                                           cache_dir)
+        items = []
+        for i, (where, row) in enumerate(rows):
+            if max_samples is not None and i >= max_samples:
+                break
+            try:
+                item = self.make_item(row, i)
+            except KeyError as e:
+                raise DataError(f"{where}: missing field {e}; expected {self.expects}") from None
+            except (ValueError, TypeError, AttributeError) as e:
+                raise DataError(f"{where}: {e}; expected {self.expects}") from None
+            if not str(item.get("gold", "")).strip():
+                raise DataError(f"{where}: empty gold answer; expected {self.expects}")
+            items.append(item)
+        if not items and max_samples != 0:
+            source = os.path.join(root, self.local_file) if root is not None else self.hub_id
+            raise DataError(f"{source}: no items; expected {self.expects}")
+        return items
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -340,84 +393,17 @@ def _hub_rows(task: Task, split: str, cache_dir: str | None) -> Iterator[tuple[s
 # Loading
 
 
-def load_task(
-    name: str,
-    split: str = "test",
-    data_dir: str | None = None,
-    max_samples: int | None = None,
-    cache_dir: str | None = None,
-) -> list[dict]:
-    """All items of a task (the first `max_samples` if given), from the local data dir or the Hub.
-
-    `split="test"` means the split the paper evaluates on (train for the AIME sets, validation for Winogrande).
-    Local folders hold only that split.
-    """
-    task = get_task(name)
-    root = resolve_data_dir(data_dir)
-    eval_split = split in (None, "test", task.hub_split)
-    if root is not None and not eval_split:
-        raise DataError(f"{os.path.join(root, task.local_file)}: local data holds only the evaluation split "
-                        f"of '{name}', not '{split}'")
-    rows = _local_rows(task, root) if root is not None else _hub_rows(task, task.hub_split if eval_split else split,
-                                                                       cache_dir)
-    items = []
-    for i, (where, row) in enumerate(rows):
-        if max_samples is not None and i >= max_samples:
-            break
-        try:
-            item = task.make_item(row, i)
-        except KeyError as e:
-            raise DataError(f"{where}: missing field {e}; expected {task.expects}") from None
-        except (ValueError, TypeError, AttributeError) as e:
-            raise DataError(f"{where}: {e}; expected {task.expects}") from None
-        if not str(item.get("gold", "")).strip():
-            raise DataError(f"{where}: empty gold answer; expected {task.expects}")
-        items.append(item)
-    if not items and max_samples != 0:
-        source = os.path.join(root, task.local_file) if root is not None else task.hub_id
-        raise DataError(f"{source}: no items; expected {task.expects}")
-    return items
+def load_task(name: str, split: str = "test", data_dir: str | None = None, max_samples: int | None = None,
+              cache_dir: str | None = None) -> list[dict]:
+    """get_task(name).load(...): see Task.load."""
+    return get_task(name).load(split, data_dir, max_samples, cache_dir)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Scoring through the registry: a task's answer kind picks its scorer (utils.SCORERS).
+# Scoring by task name (scripts and tests that hold a name; the runner holds the Task and calls task.score_batch).
 
 
 def score_output(task: str, output_text: str, item: dict, prompt: str = "", cut_at_budget: bool = False,
                  whole_text: bool = False) -> Score:
-    """The full Score of one model output (prediction, correct, extraction rule, code failure reason).
-    prompt: the rendered prompt the output continues; cut_at_budget: decoding stopped at max_new_tokens, not EOS;
-    whole_text: the reference's rule (utils.read_output)."""
-    t = get_task(task)
-    reading = read_output(output_text, prompt, cut_at_budget, whole_text)
-    if t.answer_kind == "choice" and not item.get("choices"):
-        return score_choice(reading, item, letters="".join(t.choices) or "ABCD")
-    return t.scorer(reading, item)
-
-
-def score_outputs(task: str, output_texts: list[str], items: list[dict], workers: int = 2,
-                  prompts: list[str] | None = None, cut_at_budget: list[bool] | None = None,
-                  whole_text: bool = False) -> list[Score]:
-    """score_output over a batch (prompts and cut_at_budget per output, or none); code candidates run in
-    parallel sandboxes, in input order."""
-    if len(output_texts) != len(items):
-        raise ValueError(f"{len(output_texts)} outputs for {len(items)} items")
-    rows = list(zip(output_texts, items, prompts or [""] * len(items), cut_at_budget or [False] * len(items)))
-    score = lambda row: score_output(task, *row, whole_text=whole_text)
-    if get_task(task).answer_kind != "code" or workers <= 1:
-        return [score(row) for row in rows]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(score, rows))
-
-
-def score_prediction(task: str, output_text: str, item: dict) -> tuple[str | None, bool]:
-    """(prediction, correct) for one model output; the task's answer kind picks the scorer."""
-    score = score_output(task, output_text, item)
-    return score.prediction, score.correct
-
-
-def score_predictions(
-    task: str, output_texts: list[str], items: list[dict], workers: int = 2
-) -> list[tuple[str | None, bool]]:
-    """score_prediction over a batch (see score_outputs)."""
-    return [(s.prediction, s.correct) for s in score_outputs(task, output_texts, items, workers)]
+    """get_task(task).score(...): see Task.score."""
+    return get_task(task).score(output_text, item, prompt, cut_at_budget, whole_text)

@@ -13,7 +13,8 @@ variables) runs as one process, exactly as before. How a launched run works:
   composition (exact batching, per-item random streams), so sharding changes no result.
 - Each rank appends its records to predictions.rank{r}.jsonl, flushed and fsynced per batch. At the end rank 0
   gathers them (over torch.distributed, so the ranks need no shared disk) and writes one predictions.jsonl in
-  (seed, method, item) order; the shard files are then removed.
+  (seed, method, item) order; the shard files are then removed (results.ResultFiles: the files; this module: the
+  process group and the split of the items).
 - --resume: every rank reports the (method, seed, index) keys it holds on disk, the union is what is done, and
   only the rest is dealt out: no item is lost or repeated, whatever world size the earlier run had.
 - Progress: one bar on rank 0, fed by a counter in the launcher's key-value store (no lock-step between ranks).
@@ -25,24 +26,16 @@ waits for the others (an AIME shard can take hours).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Iterable
 
 from errors import DistributedError
 
-SHARD_PATTERN = re.compile(r"predictions\.rank(\d+)\.jsonl")
-MERGED_NAME = "predictions.jsonl"
 # A rank may wait at the final barrier while the slowest rank finishes its shard.
 GROUP_TIMEOUT = timedelta(days=7)
 PROGRESS_KEY = "latentmas/items_done"
-
-RecordKey = tuple[str, int, int]  # (method, seed, index)
 
 
 @dataclass(frozen=True)
@@ -176,131 +169,6 @@ def shard(todo: list[list[int]], ctx: DistContext) -> list[list[int]]:
         position += len(phase)
     return shares
 
-
-def shard_path(out_dir: Path, rank: int) -> Path:
-    return out_dir / f"predictions.rank{rank}.jsonl"
-
-
-def shard_files(out_dir: Path) -> dict[int, Path]:
-    """The per-rank files in out_dir, by rank."""
-    if not out_dir.is_dir():
-        return {}
-    found = {}
-    for path in out_dir.iterdir():
-        match = SHARD_PATTERN.fullmatch(path.name)
-        if match:
-            found[int(match.group(1))] = path
-    return dict(sorted(found.items()))
-
-
-def owned_files(out_dir: Path, ctx: DistContext) -> list[Path]:
-    """The files this rank reads at a resume and hands to rank 0 at the end: its own shard file, and shard files of
-    ranks beyond this world size (left by an earlier, larger launch); rank 0 also takes the merged file. Every
-    rank sees only its own machine's disk, so nothing is assumed shared."""
-    files = [out_dir / MERGED_NAME] if ctx.main else []
-    files.append(shard_path(out_dir, ctx.rank))
-    files += [p for r, p in shard_files(out_dir).items() if r >= ctx.world_size]
-    return [p for p in files if p.exists()]
-
-
-def record_key(record: dict, default_seed: int) -> RecordKey:
-    """(method, seed, index); records written before --seed took several values carry no seed: the run's one."""
-    return record["method"], int(record.get("seed", default_seed)), int(record["index"])
-
-
-def merge_records(records: Iterable[dict], methods: list[str], seeds: list[int], default_seed: int) -> list[dict]:
-    """One record per (method, seed, index) (the first seen), in the run's order: seed, then method (as listed on
-    the command line), then item index. Records of other methods or seeds (an earlier run's) come last."""
-    unique: dict[RecordKey, dict] = {}
-    for r in records:
-        unique.setdefault(record_key(r, default_seed), r)
-
-    def order(key: RecordKey) -> tuple:
-        method, seed, index = key
-        return (seeds.index(seed) if seed in seeds else len(seeds), seed,
-                methods.index(method) if method in methods else len(methods), method, index)
-
-    return [unique[k] for k in sorted(unique, key=order)]
-
-
-def write_records(path: Path, records: list[dict]) -> None:
-    """Replace path atomically (write, fsync, rename): a kill leaves the old file or the new one, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def read_records(paths: Iterable[Path]) -> list[dict]:
-    from methods.runner import read_predictions
-
-    return [r for p in paths for r in read_predictions(p)]
-
-
-def consolidate(out_dir: Path, methods: list[str], seeds: list[int], default_seed: int) -> list[dict]:
-    """One process resuming a launched run: fold every shard file into predictions.jsonl (merged, in order) and
-    remove them, so the run continues on the one file a plain run appends to. Returns the records."""
-    shards = list(shard_files(out_dir).values())
-    merged_path = out_dir / MERGED_NAME
-    if not shards:
-        return read_records([merged_path])
-    records = merge_records(read_records([merged_path, *shards]), methods, seeds, default_seed)
-    write_records(merged_path, records)
-    for p in shards:
-        p.unlink(missing_ok=True)
-    return records
-
-
-class ResultFiles:
-    """A run's records on disk, for one process or a launched run: what is already done at the start, where this
-    process appends, and (launched) the merge into one predictions.jsonl at the end."""
-
-    def __init__(self, ctx: DistContext, out_dir: Path, methods: list[str], seeds: list[int]) -> None:
-        self.ctx, self.methods, self.seeds = ctx, methods, seeds
-        self.merged_path = out_dir / MERGED_NAME
-        self.items_per_rank: list[int] | None = None
-        if ctx.distributed:
-            # Every rank reads the files it owns; the union of their keys is what is done.
-            self.owned = owned_files(out_dir, ctx)
-            self.previous = read_records(self.owned)
-            self.done = set().union(*all_gather(ctx, {self.key(r) for r in self.previous}))
-            self.write_path = shard_path(out_dir, ctx.rank)
-        else:
-            # One process continues on predictions.jsonl, an earlier launch's shard files folded into it first.
-            self.owned = []
-            self.previous = consolidate(out_dir, methods, seeds, seeds[0])
-            self.done = {self.key(r) for r in self.previous}
-            self.write_path = self.merged_path
-
-    def key(self, record: dict) -> RecordKey:
-        return record_key(record, self.seeds[0])
-
-    def todo(self, method: str, seed: int, n_items: int) -> list[int]:
-        """Item indices of a (method, seed) phase not yet done, in order (before sharding)."""
-        return [i for i in range(n_items) if (method, seed, i) not in self.done]
-
-    def finish(self, written: int) -> list[dict] | None:
-        """A launched run, once this rank has run its last batch: rank 0 gathers every rank's records (over the
-        process group: no shared disk needed), writes them merged and in order to predictions.jsonl and returns
-        them; then every rank removes the shard files it owned. `written`: records this rank added in this launch
-        (kept per rank in items_per_rank). Other ranks return None; one process returns None and does nothing."""
-        if not self.ctx.distributed:
-            return None
-        mine = set(self.owned) | {self.write_path}
-        parts = gather_to_main(self.ctx, (read_records(p for p in mine if p.exists()), written))
-        merged = None
-        if self.ctx.main:
-            merged = merge_records((r for records, _ in parts for r in records), self.methods, self.seeds,
-                                   self.seeds[0])
-            write_records(self.merged_path, merged)
-            self.items_per_rank = [n for _, n in parts]
-        barrier(self.ctx)  # the merged file is written: the shard files can go
-        for path in mine - {self.merged_path}:
-            path.unlink(missing_ok=True)
-        return merged
 
 
 # ------------------------------------------------------------------------------------------------------- progress

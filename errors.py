@@ -81,3 +81,16 @@ def check_output_folder(folder: Path, flag: str) -> None:
         raise UsageError(f"{flag} {folder}: {existing} is a file, so the folder cannot be created there")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {folder}: no permission to write in {existing}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler's stop), raised by the entry points' handler: handled as Ctrl-C is, exit 143."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped (Ctrl-C or SIGTERM) after its summary was first written: what was finished is on disk in
+    out_dir and the summary says "interrupted"; terminated: it was SIGTERM."""
+
+    def __init__(self, out_dir: Path, terminated: bool) -> None:
+        super().__init__(str(out_dir))
+        self.out_dir, self.terminated = out_dir, terminated

@@ -162,6 +162,11 @@ def add_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names:
         parser.add_argument(f"--{name}", **{**spec, **changed.get(name, {})})
 
 
+def token_budget(config: argparse.Namespace, task) -> int:
+    """The decoding budget of a run: --max_new_tokens, else the task's (data.Task: the paper's budget)."""
+    return config.max_new_tokens or task.max_new_tokens
+
+
 def fill_run_defaults(args: argparse.Namespace) -> None:
     """For scripts: resolve, as run.py does, the defaults that depend on the run: the packaged default model, the
     task's token budget (the paper's) and -1 items meaning all."""
@@ -170,7 +175,7 @@ def fill_run_defaults(args: argparse.Namespace) -> None:
     if getattr(args, "model_name", "") is None:
         args.model_name = DEFAULT_MODEL
     if getattr(args, "max_new_tokens", 0) is None:
-        args.max_new_tokens = get_task(args.task).max_new_tokens
+        args.max_new_tokens = token_budget(args, get_task(args.task))
     if getattr(args, "max_samples", None) == -1:
         args.max_samples = None
 
@@ -318,6 +323,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recorded = Path(args.output_dir or "") / "summary.json"
     if args.resume and args.output_dir and not args.settings_file and recorded.is_file():
         resume_recorded(args, argv, str(recorded))
+    return args
+
+
+def config(**values) -> argparse.Namespace:
+    """A run's configuration in Python: run.py's defaults (this table) with `values` (flag names) over them, checked
+    as run.py checks its command line. A single seed may be given as a number; unknown names are refused."""
+    args = build_parser().parse_args([])
+    unknown = sorted(set(values) - set(vars(args)))
+    if unknown:
+        raise UsageError(f"unknown settings {unknown}; the settings are run.py's flags (python run.py --help)")
+    if isinstance(values.get("seed"), int):
+        values["seed"] = [values["seed"]]
+    if isinstance(values.get("method"), str):
+        values["method"] = [values["method"]]
+    for name, value in values.items():  # argparse checks choices only on a command line
+        choices = {**FLAGS, **VLLM_FLAGS}[name].get("choices")
+        if choices and value is not None and any(v not in choices for v in (value if isinstance(value, list) else [value])):
+            raise UsageError(f"--{name}: invalid choice {value!r} (choose from {', '.join(map(str, choices))})")
+    vars(args).update(values)
+    validate(args)
     return args
 
 
@@ -485,7 +510,7 @@ def judger_layout_note(args: argparse.Namespace) -> str | None:
 
 def run_settings(args: argparse.Namespace, task) -> dict:
     settings = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
-    settings["max_new_tokens"] = args.max_new_tokens or task.max_new_tokens
+    settings["max_new_tokens"] = token_budget(args, task)
     settings["prompt_file_sha256"] = (
         hashlib.sha256(Path(args.prompt_file).read_bytes()).hexdigest() if args.prompt_file else None)
     settings["answer_kind"] = task.answer_kind

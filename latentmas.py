@@ -23,6 +23,8 @@ from typing import Any, Sequence, Union
 import torch
 
 from bridge import Bridge, fit_bridge, receive
+from errors import UsageError
+from flags import config as flag_config
 from flags import default
 from engine import Handoff
 from methods.base import AgentTrace, ItemOutput, MethodSettings, timed
@@ -31,7 +33,7 @@ from memory import Memory, join_memories
 from models import Generation, ModelWrapper
 from prompts import ANSWER_FORMATS, PromptBook
 from splice import split_user_turn
-from topology import HIERARCHIES, ROLES, StageOps, make_plan, walk
+from topology import ROLES, StageOps, make_plan, walk
 
 Agent = Union[str, ModelWrapper, tuple]  # a model id/path, a loaded wrapper, or (model, tokenizer)
 NOT_ROLES = ("system", "latent_context", "text_context")
@@ -132,16 +134,14 @@ class LatentMAS:
     ) -> None:
         if not agents:
             raise ValueError("LatentMAS needs at least one agent")
-        if topology not in ROLES:
-            raise ValueError(f"topology must be one of {sorted(ROLES)} (got {topology!r})")
-        if latent_only and sequential_info_only:
-            raise ValueError("latent_only and sequential_info_only are two different memory ablations; pick one")
-        if latent_steps < 0:
-            raise ValueError(f"latent_steps must be >= 0 (got {latent_steps})")
-        if hierarchy not in HIERARCHIES:
-            raise ValueError(f"hierarchy must be one of {HIERARCHIES} (got {hierarchy!r})")
-        if think and disable_thinking:
-            raise ValueError("think and disable_thinking contradict each other")
+        # The run's configuration (flags.py), with run.py's defaults and checks: what generate and evaluate read.
+        try:
+            self.config = flag_config(method=["latent_mas"], prompt=topology, latent_steps=latent_steps,
+                                      hierarchy=hierarchy, think=think, disable_thinking=disable_thinking,
+                                      latent_only=latent_only, sequential_info_only=sequential_info_only,
+                                      latent_space_realign=latent_space_realign, realign_lambda=realign_lambda)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
         self.think, self.hierarchy = think, hierarchy
         self.backend = resolve_backend(backend)
         self.vllm_kwargs = dict(vllm_kwargs or {})
@@ -152,6 +152,7 @@ class LatentMAS:
         self.bridge_lambda, self.bridge_holdout, self.evaluate_bridges = bridge_lambda, bridge_holdout, evaluate_bridges
         enable_thinking = False if disable_thinking else None
         self.agents = self._load(agents, device=device, dtype=dtype, enable_thinking=enable_thinking)
+        self.realign_scale = realign_scale
         for model in self.models:
             model.realign_scale = realign_scale
             model.enable_thinking = enable_thinking
@@ -262,7 +263,7 @@ class LatentMAS:
         question_or_questions: str | Sequence[str],
         max_new_tokens: int = 512,
         temperature: float = default("temperature"),
-        top_p: float | None = default("top_p"),
+        top_p: float = default("top_p"),
         seed: int | None = default("seed")[0],
         answer_kind: str = "number",
         top_k: int | None = default("top_k"),
@@ -279,11 +280,12 @@ class LatentMAS:
             raise ValueError(f"answer_kind must be one of {sorted(ANSWER_FORMATS)} (got {answer_kind!r})")
         questions = [question_or_questions] if isinstance(question_or_questions, str) else list(question_or_questions)
         items = [{"question": q} for q in questions]
-        settings = MethodSettings(
-            topology=self.topology, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-            seed=seed, think=self.think, hierarchy=self.hierarchy, latent_steps=self.latent_steps,
-            latent_only=self.latent_only,
-            sequential_info_only=self.sequential_info_only)
+        try:
+            config = flag_config(**{**vars(self.config), "max_new_tokens": max_new_tokens, "temperature": temperature,
+                                    "top_p": top_p, "top_k": top_k, "seed": [seed]})
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        settings = MethodSettings.from_config(config, task=None)
         runner = self._same_model_method(settings) if self.same_model else BridgedLatentMAS(self, settings)
         size = batch_size or max(len(items), 1)
         start = time.perf_counter()
@@ -293,6 +295,30 @@ class LatentMAS:
         seconds = time.perf_counter() - start
         return MASResult([o.final_text for o in outs], [o.agents for o in outs], [o.output_tokens for o in outs],
                          seconds, self.backend)
+
+    def evaluate(self, task: str, output_dir: str, **settings) -> dict:
+        """Run this system on a benchmark exactly as `run.py --method latent_mas` does, through the same pipeline
+        (experiment.run_experiment) on the loaded model: output_dir gets summary.json and predictions.jsonl, and the
+        summary is returned. settings: any other run.py flag by name (max_samples, data_dir, max_new_tokens,
+        temperature, seed, generate_bs, resume, quiet, ...; python run.py --help). Agents of one model in the CLI's
+        plan only (its 4 agents and role names, the default prompts, realign_scale None, the HF backend), so that
+        the folder's recorded settings say what ran."""
+        from experiment import run_experiment
+
+        names, final = ROLES[self.topology]
+        if not self.same_model or self.roles != [*names, final]:
+            raise ValueError(f"evaluate runs the CLI's plan: agents of one model with the roles {[*names, final]}; "
+                             "use generate for other systems")
+        if self.realign_scale is not None or self.prompts.texts != PromptBook.load().texts or self.backend != "hf":
+            raise ValueError("evaluate records run.py's settings: realign_scale has no flag, custom prompts go in "
+                             "prompt_file=..., and vLLM runs are run.py --use_vllm; use generate otherwise")
+        model = self.agents[0]
+        try:
+            config = flag_config(**{**vars(self.config), "task": task, "output_dir": str(output_dir),
+                                    "model_name": model.name, **settings})
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return run_experiment(config, command=["LatentMAS.evaluate", task, str(output_dir)], model=model)
 
     def _same_model_method(self, settings: MethodSettings) -> LatentMASMethod:
         """The CLI's LatentMASMethod on the one shared model, with this system's roles (and, with the vLLM

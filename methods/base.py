@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Sequence
 
 import torch
 
-from flags import default
+from flags import default, token_budget
 from engine import Engine, HFEngine, Handoff
 from models import Generation, ModelWrapper
 from prompts import PromptBook
@@ -17,12 +18,13 @@ from sampling import stream_seed
 from topology import make_plan
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MethodSettings:
-    """What the methods read of the run's configuration; every default is flags.py's (the one declaration), except
-    max_new_tokens, whose flag default (None) means "the task's budget": run.py resolves it before building this."""
+    """What the methods read of the run's configuration. Every default is flags.py's (the one declaration);
+    max_new_tokens has none here: its flag default (None) means "the task's budget", resolved by flags.token_budget.
+    A run builds this from its configuration with from_config, the one mapping of flags to these fields."""
     topology: str = default("prompt")       # "sequential" | "hierarchical"
-    max_new_tokens: int = 4096              # the largest paper budget but AIME's; run.py passes the task's
+    max_new_tokens: int                     # the decoding budget of every agent that writes text
     temperature: float = default("temperature")  # 0 = greedy
     top_p: float | None = default("top_p")  # None: the model's generation config (else generate's default)
     top_k: int | None = default("top_k")    # None: the model's generation config (Qwen3: 20; else generate's 50)
@@ -34,6 +36,16 @@ class MethodSettings:
     hierarchy: str = default("hierarchy")   # hierarchical: "chain" (the reference's, published numbers) | "parallel"
     text_mas_context_length: int = default("text_mas_context_length")  # earlier outputs' tokens kept (-1: all)
     decode_latents: int = default("decode_latents")  # latent_mas: the top-K tokens of every latent step (0: off)
+
+    @classmethod
+    def from_config(cls, config: argparse.Namespace, task, **changes) -> MethodSettings:
+        """From the run's configuration (flags.py's namespace; --prompt is the topology, a run of several seeds
+        starts at its first) for `task` (data.Task: its budget when --max_new_tokens is not given); `changes`
+        replace fields (a sweep's latent_steps, a seed of a multi-seed run)."""
+        same_name = {f.name for f in fields(cls)} - {"topology", "max_new_tokens", "seed"}
+        seed = config.seed[0] if isinstance(config.seed, (list, tuple)) else config.seed
+        return cls(**{**{name: getattr(config, name) for name in same_name}, "topology": config.prompt,
+                      "max_new_tokens": token_budget(config, task), "seed": seed, **changes})
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -12,35 +11,11 @@ from typing import Callable
 from tqdm import tqdm
 
 from code_check import parse_harness
-from data import score_outputs
+from data import Task
+from results import append_records
 from utils import Score, read_output
 
 from .base import ItemOutput, Method, kv_per_item
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write a JSON file atomically (a temporary file, then a rename): a kill never leaves half a summary."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-    tmp.replace(path)
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """Lines already written; a torn last line (a run killed mid-write) is dropped from the file."""
-    if not path.exists():
-        return []
-    records, good_bytes = [], 0
-    with path.open("rb") as f:
-        for raw in f:
-            try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
-                break
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(good_bytes)
-    return records
 
 
 def item_record(method: str, index: int, item: dict, out: ItemOutput, score: Score, whole_text: bool = False) -> dict:
@@ -129,12 +104,13 @@ def print_trace(record: dict) -> None:
     tqdm.write("\n".join(lines))
 
 
-def run_method(method: Method, task: str, answer_kind: str, items: list[dict], done: set[int],
-               predictions_path: Path, batch_size: int, trace: bool = True, extra: dict | None = None,
-               show_bar: bool = True, on_batch: Callable[[int], None] | None = None, desc: str | None = None,
+def run_method(method: Method, task: Task, items: list[dict], done: set[int], predictions_path: Path,
+               batch_size: int, trace: bool = True, extra: dict | None = None, show_bar: bool = True,
+               on_batch: Callable[[int], None] | None = None, desc: str | None = None,
                whole_text: bool = False) -> list[dict]:
-    """Run `method` on every item whose index is not in `done`, appending one line per item (flushed and
-    fsynced per batch, so an interrupted run loses at most the batch in flight). Returns the new records.
+    """Run `method` on every item of `task` whose index is not in `done`; the task scores the outputs, and each
+    batch's records are appended to predictions_path (results.append_records: flushed and fsynced per batch, so an
+    interrupted run loses at most the batch in flight). Returns the new records.
     extra: fields added to every record (run.py: the seed). on_batch(n) after every batch of n items (a launched
     run's global progress, which replaces this bar: show_bar False). desc: the bar's label (default: the method).
     whole_text: --score_whole_text."""
@@ -146,34 +122,34 @@ def run_method(method: Method, task: str, answer_kind: str, items: list[dict], d
     # Inside a batch: which agent works and how far it is, beside the running accuracy.
     accuracy = ""
     method.progress = lambda text: bar.set_postfix_str(", ".join(filter(None, [accuracy, text])))
-    with predictions_path.open("a", encoding="utf-8") as f:
-        for start in range(0, len(todo), batch_size):
-            indices = todo[start:start + batch_size]
-            batch = [items[i] for i in indices]
-            method.reset_kv()
-            outputs = method.run_batch(batch, answer_kind)
-            peak = method.kv_peak
-            item_bytes = kv_per_item(peak, len(batch)) if peak else [None] * len(batch)
-            prompts, cut = [o.final_prompt for o in outputs], [o.cut_at_budget for o in outputs]
-            scores = score_outputs(task, [o.final_text for o in outputs], batch, prompts=prompts, cut_at_budget=cut,
-                                   whole_text=whole_text)
-            for index, item, out, score, kv in zip(indices, batch, outputs, scores, item_bytes):
-                record = item_record(method.name, index, item, out, score, whole_text)
-                # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
-                record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
-                record.update(extra or {})
-                new.append(record)
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                if trace:
-                    print_trace(record)
-            f.flush()
-            os.fsync(f.fileno())
-            correct_before += sum(score.correct for score in scores)
-            accuracy = f"acc={correct_before / max(len(new), 1):.3f}"
-            bar.update(len(indices))
-            bar.set_postfix_str(accuracy)
-            if on_batch is not None:
-                on_batch(len(indices))
+    predictions_path.touch()  # the file exists from the start, also when nothing is left to do
+    for start in range(0, len(todo), batch_size):
+        indices = todo[start:start + batch_size]
+        batch = [items[i] for i in indices]
+        method.reset_kv()
+        outputs = method.run_batch(batch, task.answer_kind)
+        peak = method.kv_peak
+        item_bytes = kv_per_item(peak, len(batch)) if peak else [None] * len(batch)
+        prompts, cut = [o.final_prompt for o in outputs], [o.cut_at_budget for o in outputs]
+        scores = task.score_batch([o.final_text for o in outputs], batch, prompts=prompts, cut_at_budget=cut,
+                                  whole_text=whole_text)
+        records = []
+        for index, item, out, score, kv in zip(indices, batch, outputs, scores, item_bytes):
+            record = item_record(method.name, index, item, out, score, whole_text)
+            # KV accounting: this item's real positions in the batch's largest cache, and that cache's bytes.
+            record["kv_bytes"], record["batch_kv_bytes"] = kv, peak["bytes"] if peak else None
+            record.update(extra or {})
+            records.append(record)
+            if trace:
+                print_trace(record)
+        append_records(predictions_path, records)
+        new += records
+        correct_before += sum(score.correct for score in scores)
+        accuracy = f"acc={correct_before / max(len(new), 1):.3f}"
+        bar.update(len(indices))
+        bar.set_postfix_str(accuracy)
+        if on_batch is not None:
+            on_batch(len(indices))
     method.progress = None
     bar.close()
     return new

@@ -43,7 +43,6 @@ from memory import copy_memory  # noqa: E402
 from models import ModelWrapper  # noqa: E402
 from provenance import library_versions  # noqa: E402
 from prompts import PromptBook  # noqa: E402
-from data import score_outputs  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
 from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults, single_seed  # noqa: E402
 from topology import walk  # noqa: E402
@@ -67,7 +66,7 @@ def bench_methods(model, items, task, args, out: Path) -> list[dict]:
             path.write_text("")
             method = METHODS[name](model, settings, PromptBook.load())
             start = time.perf_counter()
-            records = run_method(method, args.task, task.answer_kind, items, set(), path, args.generate_bs, trace=False)
+            records = run_method(method, task, items, set(), path, args.generate_bs, trace=False)
             metrics = summarize(records, time.perf_counter() - start)
             rows.append({"topology": topology, "method": name, **metrics})
             print(json.dumps(rows[-1]), flush=True)
@@ -205,7 +204,8 @@ def bench_memory(model, items, task, args) -> list[dict]:
     rows = []
     batch = items[: args.generate_bs]
     for topology in ("sequential", "hierarchical"):
-        settings = MethodSettings(topology=topology, latent_steps=args.latent_steps, hierarchy="parallel")
+        settings = MethodSettings(topology=topology, max_new_tokens=args.max_new_tokens, latent_steps=args.latent_steps,
+                                  hierarchy="parallel")
         method = METHODS["latent_mas"](model, settings, PromptBook.load())
         traces = [[] for _ in batch]
         observe = lambda roles, read: rows.append({"topology": topology, "after": "+".join(roles),
@@ -291,7 +291,7 @@ def bench_paper(args, items, task, engines: dict) -> list[dict]:
                 for o in method.run_batch(items[i:i + args.generate_bs], task.answer_kind)]
         sync()
         seconds = time.perf_counter() - start
-        scores = score_outputs(args.task, [o.final_text for o in outs], items)
+        scores = task.score_batch([o.final_text for o in outs], items)
         rows.append({"method": name, "decoder": judger, "items": len(items), "correct": sum(s.correct for s in scores),
                      "output_tokens": sum(o.output_tokens for o in outs), "seconds": seconds})
         print(json.dumps(rows[-1]), flush=True)

@@ -9,8 +9,9 @@ evaluates the FIRST --max_samples items: a run keeps clear of the slice as long 
 dev_samples (--test_samples M refuses a slice that would overlap the first M items; run.py notes any overlap and
 records it in summary.json as calibration_overlap_items).
 
-Every setting runs latent_mas through methods.runner (the same batch loop, scoring and trace as run.py) and writes
-OUT/<setting>/predictions.jsonl and OUT/<setting>/summary.json. Then:
+Every setting is one run of run.py's pipeline (experiment.run_experiment: the same batch loop, scoring, trace and
+result files) on the dev slice, with the loaded model: OUT/<setting>/ is a run folder (predictions.jsonl and
+summary.json, the dev slice recorded in its settings). Then:
 - OUT/calibration.md: one table row per setting (accuracy, output tokens, seconds).
 - OUT/calibration.png: accuracy, output tokens per item and seconds per item against latent_steps, one line per
   realignment setting, the chosen setting starred.
@@ -34,15 +35,17 @@ import argparse
 import json
 import os
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
-from flags import DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, check_decoding_flags, enable_thinking, single_seed  # noqa: E402,E501
+from errors import Interrupted, OneLineParser, UsageError, one_line_errors  # noqa: E402
+from flags import (DEFAULT_MODEL, DefaultsHelpFormatter, add_flags, check_decoding_flags, enable_thinking,  # noqa: E402
+                   single_seed, token_budget)
+from flags import config as flag_config  # noqa: E402
+from results import write_json  # noqa: E402
 
 SELECTION_RULE = ("highest accuracy; ties: fewer total output tokens, then fewer seconds, then the earlier setting "
                   "in sweep order")
@@ -52,13 +55,18 @@ FIXED_KEYS = ("task", "split", "model_name", "prompt", "dev_samples", "max_new_t
               "system_prompt", "prompt_file", "dtype")
 
 
+# The flags calibrate.py shares with run.py (their names, defaults and help from flags.py); every setting's run
+# gets them as given.
+RUN_FLAGS = ("model_name", "task", "split", "data_dir", "prompt", "hierarchy", "realign_lambda", "max_new_tokens",
+             "temperature", "top_p", "top_k", "seed", "generate_bs", "device", "dtype", "think", "disable_thinking",
+             "latent_only", "sequential_info_only", "system_prompt", "prompt_file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Sweep latent_steps x realignment for latent_mas on a development slice.",
                       formatter_class=DefaultsHelpFormatter)
     # The flags run.py has too, with its names, defaults and help (flags.py).
-    add_flags(p, "model_name", "task", "split", "data_dir", "prompt", "hierarchy", "realign_lambda", "max_new_tokens",
-              "temperature", "top_p", "top_k", "seed", "generate_bs", "device", "dtype", "think", "disable_thinking",
-              "latent_only", "sequential_info_only", "system_prompt", "prompt_file", "output_dir", "resume")
+    add_flags(p, *RUN_FLAGS, "output_dir", "resume")
     p.add_argument("--dev_samples", type=int, default=20, help="the last N items of the split")
     p.add_argument("--test_samples", type=int, default=None,
                    help="refuse a dev slice that overlaps the first M items (the test run's --max_samples)")
@@ -170,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     from prompts import PromptBook
 
     task = get_task(args.task)
-    prompts = PromptBook.load(args.prompt_file, args.system_prompt)
+    PromptBook.load(args.prompt_file, args.system_prompt)  # a bad prompt file fails before the model loads
     items, dev = dev_slice(args)
-    max_new_tokens = args.max_new_tokens or task.max_new_tokens
+    max_new_tokens = token_budget(args, task)
     fixed = {k: (max_new_tokens if k == "max_new_tokens" else getattr(args, k)) for k in FIXED_KEYS}
     model_tag = Path(args.model_name).name
     out = Path(args.output_dir or f"calibration/{args.task}-{args.prompt}-{model_tag}-"
@@ -190,8 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from methods import LatentMASMethod, MethodSettings
-    from methods.runner import read_predictions, run_method, summarize, write_json
+    from experiment import run_experiment
     from models import ModelWrapper
     from provenance import library_versions
 
@@ -205,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json(sweep_file, {"fixed": fixed, "dev_slice": dev, "latent_steps": args.latent_steps,
                             "realign": args.realign})
-
+    # Every setting is one run of run.py's pipeline on the dev slice, in its own folder (a run folder: summary.json
+    # and predictions.jsonl as run.py writes them, resumable on its own).
+    shared = {name: getattr(args, name) for name in RUN_FLAGS}
     rows: list[dict] = []
     runs: dict[tuple[int, bool], dict] = {}
     for steps in args.latent_steps:
@@ -215,22 +224,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             name = setting_name(steps, realign)
             folder = out / name
-            folder.mkdir(exist_ok=True)
-            settings = MethodSettings(
-                topology=args.prompt, max_new_tokens=max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                top_k=args.top_k, seed=args.seed, think=args.think, latent_steps=steps, latent_only=args.latent_only,
-                sequential_info_only=args.sequential_info_only, hierarchy=args.hierarchy)
-            method = LatentMASMethod(wrappers[realign], settings, prompts)
-            path = folder / "predictions.jsonl"
-            old = [r for r in read_predictions(path) if r["index"] < len(items)]
+            config = flag_config(**shared, method=["latent_mas"], latent_steps=steps, latent_space_realign=realign,
+                                 output_dir=str(folder), resume=(folder / "summary.json").exists(),
+                                 quiet=not args.trace)
             print(f"calibrate: {name} on {len(items)} dev items", file=sys.stderr, flush=True)
-            start = time.perf_counter()
-            new = run_method(method, args.task, task.answer_kind, items, {r["index"] for r in old}, path,
-                             args.generate_bs, trace=args.trace)
-            metrics = summarize(old + new, time.perf_counter() - start)
-            write_json(folder / "summary.json", {"settings": {**fixed, "latent_steps": steps,
-                                                              "latent_space_realign": realign}, "metrics": metrics})
-            row = {"latent_steps": steps, "latent_space_realign": realign, "dir": name, **metrics}
+            summary = run_experiment(config, command=["scripts/calibrate.py", *(argv or sys.argv[1:])],
+                                     model=wrappers[realign], items=items, recorded={"dev_slice": dev})
+            row = {"latent_steps": steps, "latent_space_realign": realign, "dir": name,
+                   **summary["methods"]["latent_mas"]}
             runs[(steps, realign)] = row
             rows.append(row)
 
@@ -270,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
-    return one_line_errors(main, "calibrate.py")
+    try:
+        return one_line_errors(main, "calibrate.py")
+    except Interrupted as stop:  # the setting's run folder is marked; --resume continues the calibration
+        return 143 if stop.terminated else 130
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data import load_task, score_prediction  # noqa: E402
+from data import get_task  # noqa: E402
 from errors import OneLineParser, one_line_errors  # noqa: E402
 from flags import DefaultsHelpFormatter, add_flags, fill_run_defaults  # noqa: E402
 from latentmas import LatentMAS  # noqa: E402
@@ -45,7 +45,8 @@ def main() -> int:
     done = {(r["method"], r["agents"]): r for r in map(json.loads, done_path.read_text().splitlines())} \
         if done_path.exists() else {}
     torch.manual_seed(0)
-    items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.max_samples)
+    gsm8k = get_task("gsm8k")
+    items = gsm8k.load(data_dir=args.data_dir, max_samples=args.max_samples)
     questions = [item["question"] for item in items]
     wrappers = {key: ModelWrapper.from_pretrained(name) for key, name in MODELS.items()}
     short = {key: name.split("/")[-1] for key, name in MODELS.items()}
@@ -80,7 +81,7 @@ def main() -> int:
         if kind == "bridged":
             mas.bridge(0, 1)  # fit before timing: a fit is a one-off set-up cost, like loading the models
         result = mas.generate(questions, max_new_tokens=args.max_new_tokens, temperature=0, batch_size=args.generate_bs)
-        scored = [score_prediction("gsm8k", text, item) for text, item in zip(result.texts, items)]
+        scored = [(s.prediction, s.correct) for s in gsm8k.score_batch(result.texts, items)]
         row = {"method": kind, "agents": " -> ".join(names), "correct": sum(ok for _, ok in scored), "n": len(items),
                "output_tokens": result.total_output_tokens, "seconds": round(result.seconds, 1),
                "predictions": [pred for pred, _ in scored], "texts": result.texts}

@@ -3,7 +3,7 @@
     python scripts/rescore.py RUN_DIR [RUN_DIR ...] [--data_dir ../shared/data] [--score_whole_text] [--write]
 
 Reads RUN_DIR/predictions.jsonl and summary.json (written by run.py), scores every record's final text again as
-run.py would now (utils.read_output, data.score_output), and prints, per run and method, the accuracy before and
+run.py would now (utils.read_output, data.Task.score), and prints, per run and method, the accuracy before and
 after and every record whose verdict or extraction rule changed, with the old and new rule. Nothing is written
 unless --write is given; then predictions.jsonl and summary.json are rewritten with the new verdicts (scoring
 fields only: prediction, correct, extraction_rule, cut_at_budget, thinking, answer_text and, for code, failure and
@@ -17,7 +17,6 @@ they are loaded from --data_dir (default: the run's own), else each input gets t
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,10 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from data import get_task, load_task, score_output  # noqa: E402
+from data import Task, get_task  # noqa: E402
 from errors import DataError, OneLineParser, UsageError, one_line_errors  # noqa: E402
 from flags import add_flags  # noqa: E402
-from methods.runner import extraction_rule_counts, write_json  # noqa: E402
+from methods.runner import extraction_rule_counts  # noqa: E402
+from results import write_json  # noqa: E402
 from stats import aggregate_seeds  # noqa: E402
 from utils import ANSWER_RULES, read_output  # noqa: E402
 
@@ -69,11 +69,11 @@ def was_cut(record: dict, max_new_tokens: int | None) -> bool:
     return max_new_tokens is not None and final.get("output_tokens", 0) >= max_new_tokens
 
 
-def rescore_record(record: dict, task: str, item: dict, max_new_tokens: int | None, whole_text: bool) -> dict:
+def rescore_record(record: dict, task: Task, item: dict, max_new_tokens: int | None, whole_text: bool) -> dict:
     """The record with its scoring fields from the current rules."""
     prompt = (record.get("agents") or [{}])[-1].get("input", "")
     cut = was_cut(record, max_new_tokens)
-    score = score_output(task, record["final_text"], item, prompt, cut, whole_text)
+    score = task.score(record["final_text"], item, prompt, cut, whole_text)
     reading = read_output(record["final_text"], prompt, cut, whole_text)
     new = {**record, "prediction": score.prediction, "correct": score.correct, "extraction_rule": score.rule,
            "cut_at_budget": cut, "thinking": reading.thinking, "answer_text": reading.answer_text}
@@ -102,13 +102,13 @@ def rescore(run_dir: Path, data_dir: str | None, whole_text: bool, write: bool) 
     """Re-score one run; the lines of its report (and, with write, the folder rewritten)."""
     summary, records = read_run(run_dir)
     settings = summary["settings"]
-    task = settings["task"]
+    task = get_task(settings["task"])
     # The items give what records do not hold: choice options, code's reference solution (its time limits).
     root = data_dir or settings.get("data_dir")
-    items = ({it["id"]: it for it in load_task(task, split=settings.get("split", "test"), data_dir=root)}
+    items = ({it["id"]: it for it in task.load(split=settings.get("split", "test"), data_dir=root)}
              if root and os.path.isdir(root) else {})
     new_records = []
-    lines = [f"{run_dir} ({task}, {len(records)} predictions, rule: {ANSWER_RULES[whole_text]})"]
+    lines = [f"{run_dir} ({task.name}, {len(records)} predictions, rule: {ANSWER_RULES[whole_text]})"]
     for record in records:
         item = {**items.get(record["id"], {}), **{k: record[k] for k in ("gold", "entry_point") if k in record}}
         new_records.append(rescore_record(record, task, item, settings.get("max_new_tokens"), whole_text))

@@ -49,7 +49,7 @@ from data import get_task, load_task  # noqa: E402
 from paper_results import MODEL_SIZES, SPLIT_SIZES, TASK_LABELS, lookup  # noqa: E402
 from errors import OneLineParser, UsageError, one_line_errors  # noqa: E402
 from flags import (DefaultsHelpFormatter, add_flags, differing_setting, enable_thinking, human_bytes,  # noqa: E402
-                   parse_args, run_settings, validate)
+                   parse_args, run_settings, token_budget, validate)
 
 PAPER_MODELS = list(MODEL_SIZES)
 PAPER_TASKS = list(TASK_LABELS)
@@ -243,7 +243,7 @@ def kv_skeleton(model: str, dtype: str | None, enable_thinking: bool | None):
 def kv_estimates(cells: list[Cell], items: dict[str, list[dict]]) -> tuple[dict[str, int | None], list[str]]:
     """Per cell: the estimated peak KV bytes of its largest method (run.py's estimate); notes on how. Positions
     depend on the tokenizer, not the model size: models sharing a tokenizer (Qwen3-4B/8B/14B) count them once."""
-    from methods import METHODS, MethodSettings
+    from experiment import estimate_kv
     from prompts import PromptBook
 
     out: dict[str, int | None] = {}
@@ -259,10 +259,6 @@ def kv_estimates(cells: list[Cell], items: dict[str, list[dict]]) -> tuple[dict[
             out[cell.name] = None
             continue
         task = get_task(cell.task)
-        settings = MethodSettings(topology=args.prompt, max_new_tokens=args.max_new_tokens or task.max_new_tokens,
-                                  latent_steps=args.latent_steps, hierarchy=args.hierarchy,
-                                  text_mas_context_length=args.text_mas_context_length, think=args.think,
-                                  latent_only=args.latent_only, sequential_info_only=args.sequential_info_only)
         prompts = PromptBook.load(args.prompt_file, args.system_prompt)
         # Everything but the model and the folder: the same prompts and plan, so the same positions.
         flags = [a for a in cell.argv if a not in (args.model_name, args.output_dir)]
@@ -270,8 +266,7 @@ def kv_estimates(cells: list[Cell], items: dict[str, list[dict]]) -> tuple[dict[
         for m in cell.methods:
             count = (model.tokenizer.name_or_path, args.disable_thinking, m, *flags)
             if count not in positions:
-                positions[count] = METHODS[m](model, settings, prompts).estimate_kv(
-                    items[cell.task], task.answer_kind, args.generate_bs)["tokens_total"]
+                positions[count] = estimate_kv(model, args, task, items[cell.task], prompts, m)["tokens_total"]
             tokens.append(positions[count])
         out[cell.name] = max(tokens) * model.kv_bytes_per_position()
     return out, notes
@@ -296,7 +291,7 @@ def dry_run(cells: list[Cell], statuses: dict[str, str], args: argparse.Namespac
         seconds = paper_seconds(cell, n, len(args.seeds))
         total += seconds or 0
         unknown += seconds is None
-        budget = args.max_new_tokens or get_task(cell.task).max_new_tokens
+        budget = token_budget(args, get_task(cell.task))
         size = "-" if kv[cell.name] is None else human_bytes(kv[cell.name])
         lines.append(f"| {k} | {cell.name} | {' '.join(cell.methods)} | {n} | {budget} | {size} | {hours(seconds)} | "
                      f"{statuses[cell.name]} |")

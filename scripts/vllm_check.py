@@ -83,12 +83,11 @@ def main(argv=None) -> int:
 
     import torch
 
-    from data import load_task
+    from data import get_task
     from methods import METHODS, MethodSettings
     from models import ModelWrapper
     from provenance import library_versions
     from prompts import PromptBook
-    from data import score_predictions
     from engine import HFEngine
     from splice import embed_ids, token_ids
     from vllm_backend import VLLMEngine, memory_settings, vllm_dtype
@@ -100,10 +99,11 @@ def main(argv=None) -> int:
     engine = VLLMEngine(skeleton.source.path, skeleton.tokenizer, skeleton.eos_token_ids, **engine_kwargs)
     hf = ModelWrapper.from_pretrained(args.model_name, device=args.device or ("cuda:0" if cuda else "cpu"))
     book = PromptBook.load()
-    items = load_task("gsm8k", data_dir=args.data_dir, max_samples=args.max_samples)
+    gsm8k = get_task("gsm8k")
+    items = gsm8k.load(data_dir=args.data_dir, max_samples=args.max_samples)
     prompts = [hf.render_chat(book.messages("single", it["question"], "number")) for it in items]
     greedy = dict(max_new_tokens=args.max_new_tokens)  # no sampling config: greedy on both backends
-    accuracy = lambda texts, its: sum(ok for _, ok in score_predictions("gsm8k", texts, its)) / max(len(its), 1)
+    accuracy = lambda texts, its: sum(s.correct for s in gsm8k.score_batch(texts, its)) / max(len(its), 1)
 
     engine.generate(prompts[:1], max_new_tokens=8)  # warm-up (graphs, caches)
     hf.generate(*hf.encode(prompts[:1]), max_new_tokens=8)

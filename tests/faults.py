@@ -182,8 +182,8 @@ def resume_repeats_an_item(patch):
 
     run_method = runner.run_method
 
-    def forgetful(method, task, answer_kind, items, done, *args, **kwargs):
-        return run_method(method, task, answer_kind, items, set(sorted(done)[:-1]), *args, **kwargs)
+    def forgetful(method, task, items, done, *args, **kwargs):
+        return run_method(method, task, items, set(sorted(done)[:-1]), *args, **kwargs)
 
     patch.setattr(runner, "run_method", forgetful)
 

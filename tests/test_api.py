@@ -69,6 +69,25 @@ def test_same_model_api_equals_cli(tiny_model_dir, data_dir, tmp_path, decode_lo
     assert result.output_tokens == [t[-1].output_tokens for t in result.agents] and result.seconds > 0
 
 
+def test_evaluate_is_the_cli_run(tiny_model_dir, data_dir, tmp_path):
+    """LatentMAS.evaluate goes through run.py's pipeline: the same predictions and the same recorded settings."""
+    from flags import differing_setting
+
+    _, cli = cli_final_texts(tiny_model_dir, data_dir, tmp_path / "cli", n=2, steps=2, tokens=6)
+    mas = LatentMAS(agents=[tiny_model_dir] * 4, latent_steps=2)
+    summary = mas.evaluate("gsm8k", tmp_path / "api", data_dir=str(data_dir), max_samples=2, max_new_tokens=6,
+                           temperature=0, quiet=True)
+    records = [json.loads(l) for l in (tmp_path / "api" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["final_text"] for r in sorted(records, key=lambda r: r["index"])] == cli
+    recorded = json.loads((tmp_path / "cli" / "summary.json").read_text())["settings"]
+    assert differing_setting(recorded, summary["settings"]) is None and summary["settings"]["latent_steps"] == 2
+    assert summary["status"] == "finished" and summary["methods"]["latent_mas"]["n"] == 2
+    with pytest.raises(ValueError, match="the CLI's plan"):
+        LatentMAS(agents=[tiny_model_dir] * 2).evaluate("gsm8k", tmp_path / "two")
+    with pytest.raises(ValueError, match="max_new_tokens must be >= 1"):
+        mas.evaluate("gsm8k", tmp_path / "bad", max_new_tokens=0)
+
+
 def test_same_model_hierarchical_equals_method(make_tiny_wrapper, decode_log):
     wrapper = make_tiny_wrapper()
     settings = MethodSettings(topology="hierarchical", max_new_tokens=4, temperature=0.0, latent_steps=2)
@@ -98,6 +117,8 @@ def test_roles_dedupe_and_errors(make_tiny_wrapper):
         LatentMAS([w] * 4, topology="hierarchical", hierarchy_config={"aggregation": "mean"})
     with pytest.raises(ValueError, match="exactly once"):
         LatentMAS([w] * 4, topology="hierarchical", hierarchy_config={"specialists": [0, 1], "aggregator": 3})
+    with pytest.raises(ValueError, match="parallel applies to --prompt hierarchical only"):  # run.py's check
+        LatentMAS([w, w], hierarchy="parallel")
     with pytest.raises(ValueError, match="hierarchical.* only"):
         LatentMAS([w, w], hierarchy_config={"aggregation": "concat"})
     with pytest.raises(ValueError, match="unknown roles"):
@@ -169,7 +190,8 @@ def test_bridge_recovers_an_exact_linear_relation(make_tiny_wrapper, make_narrow
 def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, decode_log, topology):
     a, b = make_tiny_wrapper(), make_narrow(hidden=32)
     agents = [a, a, b] if topology == "sequential" else [a, b, a]
-    mas = LatentMAS(agents, topology=topology, latent_steps=2, hierarchy="parallel")
+    mas = LatentMAS(agents, topology=topology, latent_steps=2,
+                    hierarchy="parallel" if topology == "hierarchical" else "chain")
     seen = []
     original = a.generate if topology == "hierarchical" else b.generate
     monkeypatch.setattr(original.__self__, "generate",

@@ -37,7 +37,7 @@ def test_registry():
     for name, task in data.TASKS.items():
         assert task.max_new_tokens == budgets[name]
         assert task.answer_kind == kinds.get(name, "choice")
-        assert callable(task.scorer)
+        assert callable(task.score) and callable(task.load)
     with pytest.raises(DataError, match=r"unknown task 'nope'; choose one of: gsm8k, "):
         get_task("nope")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import distributed as dp
+import results as result_files
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -61,8 +62,8 @@ def test_merge_orders_by_seed_method_index_and_drops_duplicates():
     records = [rec("latent_mas", 2, 1), rec("baseline", 2, 0), rec("latent_mas", 1, 0), rec("baseline", 1, 1),
                rec("baseline", 1, 0, "first"), rec("baseline", 1, 0, "again"), rec("text_mas", 1, 0),
                {"method": "baseline", "index": 2, "final_text": "old, no seed"}]
-    merged = dp.merge_records(records, ["baseline", "latent_mas"], [1, 2], default_seed=1)
-    keys = [dp.record_key(r, 1) for r in merged]
+    merged = result_files.merge_records(records, ["baseline", "latent_mas"], [1, 2], default_seed=1)
+    keys = [result_files.record_key(r, 1) for r in merged]
     assert keys == [("baseline", 1, 0), ("baseline", 1, 1), ("baseline", 1, 2), ("latent_mas", 1, 0),
                     ("text_mas", 1, 0), ("baseline", 2, 0), ("latent_mas", 2, 1)]
     assert merged[0]["final_text"] == "first"
@@ -77,21 +78,21 @@ def test_one_process_resume_folds_shard_files_into_predictions(tmp_path):
     """A launch of 3 killed mid-run, resumed by one process: every shard (a torn last line dropped) joins the merged
     file in order, the shard files go, and what is done is the union."""
     write_lines(tmp_path / "predictions.jsonl", [rec("baseline", 1, 0)])
-    write_lines(dp.shard_path(tmp_path, 0), [rec("baseline", 1, 3), rec("baseline", 1, 0)])
-    write_lines(dp.shard_path(tmp_path, 2), [rec("baseline", 1, 2)], torn=True)
-    files = dp.ResultFiles(dp.DistContext(), tmp_path, ["baseline"], [1])
+    write_lines(result_files.shard_path(tmp_path, 0), [rec("baseline", 1, 3), rec("baseline", 1, 0)])
+    write_lines(result_files.shard_path(tmp_path, 2), [rec("baseline", 1, 2)], torn=True)
+    files = result_files.ResultFiles(dp.DistContext(), tmp_path, ["baseline"], [1])
     assert files.done == {("baseline", 1, 0), ("baseline", 1, 2), ("baseline", 1, 3)}
     assert files.todo("baseline", 1, 5) == [1, 4] and files.write_path == tmp_path / "predictions.jsonl"
-    assert dp.shard_files(tmp_path) == {}
+    assert result_files.shard_files(tmp_path) == {}
     on_disk = [json.loads(l) for l in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [r["index"] for r in on_disk] == [0, 2, 3]
 
 
 def test_owned_files(tmp_path):
     for r in (0, 1, 2, 3):
-        dp.shard_path(tmp_path, r).write_text("")
+        result_files.shard_path(tmp_path, r).write_text("")
     (tmp_path / "predictions.jsonl").write_text("")
-    names = lambda ctx: sorted(p.name for p in dp.owned_files(tmp_path, ctx))
+    names = lambda ctx: sorted(p.name for p in result_files.owned_files(tmp_path, ctx.rank, ctx.world_size))
     # A world of 2 resuming a world of 4: ranks 2 and 3 are gone, every rank takes their files (merged, deduplicated).
     assert names(dp.DistContext(0, 2, 0)) == ["predictions.jsonl", "predictions.rank0.jsonl",
                                               "predictions.rank2.jsonl", "predictions.rank3.jsonl"]
@@ -185,7 +186,7 @@ def test_killed_rank_resumes_without_loss_or_repeat(varied_model_dir, data_dir, 
     deadline = time.time() + 300
     try:
         victim = worker_pid(launcher.pid, 1, deadline)
-        shard1 = dp.shard_path(out, 1)
+        shard1 = result_files.shard_path(out, 1)
         while time.time() < deadline and (not shard1.exists() or len(shard1.read_text().splitlines()) < 2):
             time.sleep(0.05)
         os.kill(victim, signal.SIGKILL)
@@ -193,7 +194,7 @@ def test_killed_rank_resumes_without_loss_or_repeat(varied_model_dir, data_dir, 
     finally:
         if launcher.poll() is None:
             launcher.kill()
-    before = [r for p in dp.shard_files(out).values() for r in dp.read_records([p])]
+    before = [r for p in result_files.shard_files(out).values() for r in result_files.read_records([p])]
     assert 2 <= len(before) < 24, "the kill must land mid-run"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] in ("running", "interrupted")
@@ -207,4 +208,4 @@ def test_killed_rank_resumes_without_loss_or_repeat(varied_model_dir, data_dir, 
     summary = json.loads((out / "summary.json").read_text())
     assert sum(summary["items_per_rank"]) == 24 - len(before)
     assert summary["status"] == "finished" and summary["methods"]["latent_mas"]["n"] == 6
-    assert dp.shard_files(out) == {}
+    assert result_files.shard_files(out) == {}

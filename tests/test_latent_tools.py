@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run
+from data import get_task
 from methods import METHODS, MethodSettings
 from methods.runner import item_record, print_trace, run_method, summarize
 from prompts import PromptBook
@@ -110,7 +111,7 @@ def test_kv_estimate_matches_measured_peak(make_tiny_wrapper, data_dir, tmp_path
     items = gsm8k_items(data_dir, 3 if bs > 1 else 2)
     method = make("latent_mas", wrapper, max_new_tokens=3, **config)
     estimate = method.estimate_kv(items, "number", bs)
-    records = run_method(method, "gsm8k", "number", items, set(), tmp_path / "p.jsonl", bs, trace=False)
+    records = run_method(method, get_task("gsm8k"), items, set(), tmp_path / "p.jsonl", bs, trace=False)
     metrics = summarize(records)
     measured_total, measured_item = metrics["peak_kv_bytes_total"], metrics["peak_kv_bytes_per_item"]
     assert abs(estimate["bytes_total"] - measured_total) <= 0.10 * measured_total
@@ -125,7 +126,7 @@ def test_kv_estimate_baseline_exact_and_text_mas_bound(make_tiny_wrapper, data_d
     wrapper = make_tiny_wrapper()
     items = gsm8k_items(data_dir, 3)
     base = make("baseline", wrapper, max_new_tokens=3)
-    records = run_method(base, "gsm8k", "number", items, set(), tmp_path / "b.jsonl", 2, trace=False)
+    records = run_method(base, get_task("gsm8k"), items, set(), tmp_path / "b.jsonl", 2, trace=False)
     if all(r["output_tokens"] == 3 for r in records):
         assert base.estimate_kv(items, "number", 2)["bytes_total"] == summarize(records)["peak_kv_bytes_total"]
     text = make("text_mas", wrapper, max_new_tokens=3).estimate_kv(items, "number", 2)

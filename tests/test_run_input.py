@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import run
+from errors import UsageError
+from flags import RESULT_KEYS
 from test_first_run import cli_error  # run.py's cli: exit 2 and one line, returned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,7 +123,7 @@ def test_replaying_an_old_summary_keeps_its_topology(tmp_path):
     assert run.parse_args(["--settings_file", str(sequential)]).hierarchy == "chain"
     both = tmp_path / "both.json"
     both.write_text(json.dumps({"prompt": "hierarchical", "chain_specialists": True, "hierarchy": "parallel"}))
-    with pytest.raises(run.UsageError, match="contradicts 'hierarchy'"):
+    with pytest.raises(UsageError, match="contradicts 'hierarchy'"):
         run.parse_args(["--settings_file", str(both)])
 
 
@@ -133,7 +135,7 @@ def test_resume_needs_only_the_folder_and_adds_a_method(tmp_path, data_dir, tiny
     first = json.loads((out / "summary.json").read_text())
     assert run.main(["--resume", "--output_dir", str(out)]) == 0  # the hint printed after Ctrl-C, as printed
     again = json.loads((out / "summary.json").read_text())
-    assert {k: again["settings"].get(k) for k in run.RESULT_KEYS} == {k: first["settings"].get(k) for k in run.RESULT_KEYS}
+    assert {k: again["settings"].get(k) for k in RESULT_KEYS} == {k: first["settings"].get(k) for k in RESULT_KEYS}
     assert again["methods"]["baseline"]["n"] == 2
     assert run.main(["--resume", "--output_dir", str(out), "--method", "text_mas"]) == 0
     added = json.loads((out / "summary.json").read_text())

@@ -18,7 +18,7 @@ from utils import (
     extract_markdown_python_block,
     normalize_answer,
 )
-from data import score_output, score_prediction, score_predictions
+from data import get_task, score_output
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,21 +127,30 @@ CODE_BLOCKS = [
     ("def add(a, b): return a + b", None),  # no fence at all
 ]
 
+def verdict(score: utils.Score) -> tuple[str | None, bool]:
+    return score.prediction, score.correct
+
+
+def verdict_of(task: str, text: str, item: dict) -> tuple[str | None, bool]:
+    """(prediction, correct) of one output, scored by the task."""
+    return verdict(get_task(task).score(text, item))
+
+
 
 @pytest.mark.parametrize("text,gold,pred,correct", NUMBER)
 def test_number(text, gold, pred, correct):
-    assert score_prediction("gsm8k", text, {"gold": gold}) == (pred, correct)
+    assert verdict_of("gsm8k", text, {"gold": gold}) == (pred, correct)
 
 
 @pytest.mark.parametrize("text,gold,pred,correct", INTEGER)
 def test_integer(text, gold, pred, correct):
-    assert score_prediction("aime2024", text, {"gold": gold}) == (pred, correct)
+    assert verdict_of("aime2024", text, {"gold": gold}) == (pred, correct)
 
 
 @pytest.mark.parametrize("text,letter", CHOICE)
 def test_choice(text, letter):
     item = {"gold": "C", "choices": OPTIONS}
-    assert score_prediction("medqa", text, item) == (letter, letter == "C")
+    assert verdict_of("medqa", text, item) == (letter, letter == "C")
 
 
 @pytest.mark.parametrize("text,code", CODE_BLOCKS)
@@ -154,8 +163,8 @@ def test_shape_count():
 
 
 def test_choice_without_options_uses_task_letters():
-    assert score_prediction("arc_easy", r"\boxed{E}", {"gold": "E"}) == ("E", True)
-    assert score_prediction("winogrande", r"\boxed{C}", {"gold": "A"}) == (None, False)
+    assert verdict_of("arc_easy", r"\boxed{E}", {"gold": "E"}) == ("E", True)
+    assert verdict_of("winogrande", r"\boxed{C}", {"gold": "A"}) == (None, False)
     assert extract_choice("The answer is (b)", "AB") == "B"
 
 
@@ -170,18 +179,18 @@ def test_reference_helpers():
 def test_code_scoring():
     ok = f"```python\n{CODE_OK}\n```"
     wrong = "```python\ndef add(a, b):\n    return a - b\n```"
-    assert score_prediction("mbppplus", ok, CODE_ITEM) == (CODE_OK, True)
-    assert score_prediction("mbppplus", wrong, CODE_ITEM)[1] is False
-    assert score_prediction("humanevalplus", "no code here", CODE_ITEM) == (None, False)
+    assert verdict_of("mbppplus", ok, CODE_ITEM) == (CODE_OK, True)
+    assert verdict_of("mbppplus", wrong, CODE_ITEM)[1] is False
+    assert verdict_of("humanevalplus", "no code here", CODE_ITEM) == (None, False)
 
 
-def test_score_predictions_parallel_keeps_order():
+def test_score_batch_in_parallel_keeps_order():
     ok, wrong = f"```python\n{CODE_OK}\n```", "```python\ndef add(a, b):\n    return 0\n```"
     outputs = [ok, wrong, ok, wrong]
-    results = score_predictions("mbppplus", outputs, [CODE_ITEM] * 4, workers=2)
-    assert [c for _, c in results] == [True, False, True, False]
-    results = score_predictions("gsm8k", [r"\boxed{1}", "2"], [{"gold": "1"}, {"gold": "1"}])
-    assert results == [("1", True), ("2", False)]
+    results = get_task("mbppplus").score_batch(outputs, [CODE_ITEM] * 4, workers=2)
+    assert [s.correct for s in results] == [True, False, True, False]
+    results = get_task("gsm8k").score_batch([r"\boxed{1}", "2"], [{"gold": "1"}, {"gold": "1"}])
+    assert [verdict(s) for s in results] == [("1", True), ("2", False)]
 
 
 def test_math_verify_off_main_thread():
@@ -303,7 +312,7 @@ def test_records_carry_rule_and_failure_and_summary_counts_rules(tmp_path, capsy
 
     items = [{"id": "Mbpp/1", "question": "add", **CODE_ITEM} for _ in range(3)]
     texts = [f"```python\n{CODE_OK}\n```", f"```python\n{WRONG_CODE}\n```", f"```\n{CODE_OK}\n```"]
-    records = run_method(ScriptedMethod(texts), "mbppplus", "code", items, set(), tmp_path / "p.jsonl", 3)
+    records = run_method(ScriptedMethod(texts), get_task("mbppplus"), items, set(), tmp_path / "p.jsonl", 3)
     assert [r["extraction_rule"] for r in records] == ["code_python_block", "code_python_block", "code_any_block"]
     assert records[0]["failure"] is None
     assert records[1]["failure"] == "AssertionError at line 1 of the tests: assert add(1, 2) == 3"
@@ -526,7 +535,7 @@ def test_records_carry_thinking_and_the_budget_cut_and_summary_counts_cuts(tmp_p
     items = [{"id": f"q{i}", "question": "2 + 3?", "gold": "5"} for i in range(4)]
     texts = [("<think>maybe 4</think>\nThe answer is 5", False), ("So 2 + 3 = 5 and", True),
              ("<think>2 + 3 is 5, so", True), ("So 2 + 3 = 5", False)]
-    records = run_method(ScriptedMethod(texts), "gsm8k", "number", items, set(), tmp_path / "p.jsonl", 4)
+    records = run_method(ScriptedMethod(texts), get_task("gsm8k"), items, set(), tmp_path / "p.jsonl", 4)
     assert [(r["prediction"], r["extraction_rule"], r["cut_at_budget"]) for r in records] == [
         ("5", "answer_phrase", False), (None, "cut_before_answer", True), (None, "thinking_not_closed", True),
         ("5", "last_number", False)]
@@ -538,7 +547,7 @@ def test_records_carry_thinking_and_the_budget_cut_and_summary_counts_cuts(tmp_p
     assert comparison_table({"baseline": metrics}).splitlines()[2].endswith("| 50.0 |")
     assert "cut at the token budget" in capsys.readouterr().out
     # --score_whole_text: the reference's rule credits both of the outputs cut at the budget.
-    whole = run_method(ScriptedMethod(texts), "gsm8k", "number", items, set(), tmp_path / "w.jsonl", 4,
+    whole = run_method(ScriptedMethod(texts), get_task("gsm8k"), items, set(), tmp_path / "w.jsonl", 4,
                        whole_text=True)
     assert [r["correct"] for r in whole] == [True, True, True, True]
 
@@ -548,7 +557,7 @@ def test_code_records_count_checked_inputs(tmp_path):
 
     texts = [f"```python\n{CODE_OK}\n```", "```python\ndef add(a, b):\n    return a + b if a == 1 else 99\n```"]
     items = [{**HARNESS_ITEM, "question": "add"}] * 2
-    records = run_method(ScriptedMethod(texts), "mbppplus", "code", items, set(), tmp_path / "p.jsonl",
+    records = run_method(ScriptedMethod(texts), get_task("mbppplus"), items, set(), tmp_path / "p.jsonl",
                          2, trace=False)
     assert [(r["tests_checked"], r["tests_total"]) for r in records] == [(3, 3), (1, 3)]
 
@@ -556,9 +565,9 @@ def test_code_records_count_checked_inputs(tmp_path):
 def test_score_whole_text_is_a_result_changing_flag():
     import report
     import run
-    from data import get_task
+    from flags import RESULT_KEYS
 
-    assert "score_whole_text" in run.RESULT_KEYS and "score_whole_text" in report.COMPARABLE_KEYS
+    assert "score_whole_text" in RESULT_KEYS and "score_whole_text" in report.COMPARABLE_KEYS
     for flags, whole in (([], False), (["--score_whole_text"], True)):
         settings = run.run_settings(run.parse_args(flags), get_task("gsm8k"))
         assert settings["score_whole_text"] is whole and settings["answer_rule"] == utils.ANSWER_RULES[whole]

@@ -181,12 +181,13 @@ def probe_dtype(make, tmp_path):
 def probe_score_whole_text(make, tmp_path):
     """The tiny model's outputs cut at the budget: the reference's rule credits them from their last number, the
     default never (run_method scores them as run.py does)."""
+    from data import get_task
     from methods.runner import run_method
 
     wrapper = make()
     method = METHODS["baseline"](wrapper, MethodSettings(**{**GREEDY, "max_new_tokens": 3}), PromptBook.load())
     items = [{**item, "gold": "5"} for item in ITEMS]
-    scored = {whole: run_method(method, "gsm8k", "number", items, set(), tmp_path / f"{whole}.jsonl", 2, trace=False,
+    scored = {whole: run_method(method, get_task("gsm8k"), items, set(), tmp_path / f"{whole}.jsonl", 2, trace=False,
                                 whole_text=whole) for whole in (False, True)}
     assert all(r["cut_at_budget"] for r in scored[False])
     assert {r["extraction_rule"] for r in scored[False]} == {"cut_before_answer"}

@@ -9,6 +9,7 @@ import pytest
 
 import report
 import run as cli
+from errors import UsageError
 import stats
 
 
@@ -133,7 +134,7 @@ def test_comparison_table_with_seeds():
 
 def test_seed_flag(tmp_path):
     assert cli.parse_args([]).seed == [42] and cli.parse_args(["--seed", "1", "2", "3"]).seed == [1, 2, 3]
-    with pytest.raises(cli.UsageError, match="twice"):
+    with pytest.raises(UsageError, match="twice"):
         cli.validate(cli.parse_args(["--seed", "1", "1"]))
     settings = tmp_path / "s.json"
     settings.write_text(json.dumps({"seed": 7}))  # a settings file from before --seed took several values

@@ -24,6 +24,7 @@ import run
 from engine import judger_layout, replays_exactly
 from engine_twin import EmbedsTwin
 from errors import UsageError
+from flags import judger_layout_note
 from splice import Segment, embed_ids, judger_embeds, split_user_turn, token_ids
 from methods import METHODS, MethodSettings
 from methods.runner import run_method
@@ -254,14 +255,14 @@ class SolutionEngine:
 
 @pytest.mark.parametrize("name", ["baseline", "latent_mas"])
 def test_code_tasks_on_the_engine_path_are_scored_by_running_tests(make_tiny_wrapper, data_dir, tmp_path, name):
-    from data import load_task
+    from data import get_task, load_task
 
     items = load_task("humanevalplus", data_dir=str(data_dir), max_samples=2)
     texts = [f"```python\n{items[0]['solution']}\n```",
              "```python\ndef " + items[1]["entry_point"] + "(*args):\n    return 42\n```"]
     settings = MethodSettings(max_new_tokens=2, temperature=0.0, latent_steps=1)
     method = METHODS[name](make_tiny_wrapper(), settings, PromptBook.load(), engine=SolutionEngine(texts))
-    records = run_method(method, "humanevalplus", "code", items, set(), tmp_path / "p.jsonl", 2, trace=False)
+    records = run_method(method, get_task("humanevalplus"), items, set(), tmp_path / "p.jsonl", 2, trace=False)
     assert [r["correct"] for r in records] == [True, False]
     assert "def " + items[0]["entry_point"] in records[0]["prediction"]
 
@@ -395,10 +396,10 @@ def test_bad_vllm_combinations_fail_in_one_line(monkeypatch, tiny_model_dir, tmp
         assert "\n" not in str(err.value), argv
     args = run.parse_args(["--use_vllm", "--prompt", "hierarchical", "--hierarchy", "parallel"])
     run.validate(args)
-    assert args.vllm_judger_layout == "reference" and "reference layout" in run.judger_layout_note(args)
+    assert args.vllm_judger_layout == "reference" and "reference layout" in judger_layout_note(args)
     args = run.parse_args(["--use_vllm"])
     run.validate(args)
-    assert args.vllm_judger_layout == "kv" and run.judger_layout_note(args) is None
+    assert args.vllm_judger_layout == "kv" and judger_layout_note(args) is None
 
 
 def test_run_py_use_vllm_end_to_end_on_the_stand_in(tiny_model_dir, data_dir, tmp_path, monkeypatch, capsys):
@@ -444,7 +445,7 @@ def test_run_py_use_vllm_end_to_end_on_the_stand_in(tiny_model_dir, data_dir, tm
                      "--output_dir", str(out)]) == 0
     assert len(stub.built) == built + 1 and json.loads((out / "summary.json").read_text())["settings"]["use_vllm"]
     assert fields(read(out)) == fields(read(tmp_path / "hf"))
-    with pytest.raises(run.UsageError, match="use_vllm"):
+    with pytest.raises(UsageError, match="use_vllm"):
         run.main([*common, "--method", "baseline", "latent_mas", "--latent_steps", "2", "--use_vllm",
                   "--vllm_kv_cache_gib", "0.5", "--resume", "--output_dir", str(tmp_path / "hf")])
 

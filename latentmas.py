@@ -3,8 +3,8 @@
     from latentmas import LatentMAS
 
     mas = LatentMAS(agents=["Qwen/Qwen2.5-Coder-0.5B-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"],
-                    topology="sequential", latent_steps=3, realign_scale=0.8)
-    result = mas.generate("Solve: If 3x + 7 = 22, what is x?", max_new_tokens=50)
+                    topology="sequential", latent_steps=3)
+    result = mas.generate("Solve: If 3x + 7 = 22, what is x?", max_new_tokens=50, temperature=0)
     print(result.text, result.output_tokens, result.seconds)
 
 When every agent is the same model (the paper's setting) `generate` runs `methods.latent_mas.LatentMASMethod`
@@ -436,5 +436,5 @@ class BridgedLatentMAS:
                 prefix, rest = split_user_turn(model, messages[i])
                 shown = f"{prefix}[{thoughts.shape[1]} bridged latent vectors]{rest}"
             trace.append(AgentTrace(name, role, shown, gen.texts[i] if gen else "", gen.num_tokens[i] if gen else 0,
-                                    steps, seconds[0]))
+                                    steps, seconds[0], cut_at_budget=gen.cut(i) if gen else False))
         return memory, hidden, gen

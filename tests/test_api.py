@@ -202,6 +202,9 @@ def test_heterogeneous_agents(make_tiny_wrapper, make_narrow, monkeypatch, decod
     final = traces[-1]
     assert "[4 bridged latent vectors]" in final.input if topology == "sequential" else "[2 bridged" in final.input
     assert [t.latent_steps for t in traces] == [2, 2, 0] and final.output_tokens == result.output_tokens[0] > 0
+    # The bridged judger's trace says whether it was cut at the budget (3 tokens: the tiny model rarely ends first).
+    assert any(t[-1].cut_at_budget for t in result.agents)
+    assert all(t[-1].output_tokens == 3 for t in result.agents if t[-1].cut_at_budget)
     # The final agent's memory: its user-turn prefix plus the bridged thoughts (sequential), or the same-model
     # specialist's whole memory plus the prefix and the other's bridged thoughts (hierarchical).
     _, memory = seen[0]

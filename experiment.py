@@ -160,13 +160,12 @@ def run_experiment(config: argparse.Namespace, *, command: list[str] | None = No
     default_model = config.model_name is None
     if default_model:
         config.model_name = DEFAULT_MODEL
-    if items is None:
+    given = items is not None
+    if not given:
         items = task.load(split=config.split, data_dir=config.data_dir)
-        notes = run_notes(config, len(items), default_model)
-        if config.max_samples != -1:
-            items = items[:config.max_samples]
-    else:
-        notes = run_notes(config, len(items), default_model)
+    notes = run_notes(config, len(items), default_model)  # against the whole split: --max_samples beyond it warns
+    if not given and config.max_samples != -1:
+        items = items[:config.max_samples]
     settings = {**run_settings(config, task), **(recorded or {})}
     seeds = list(config.seed)
     out_dir = Path(config.output_dir) if config.output_dir else default_output_dir(config)
